@@ -1,0 +1,44 @@
+# Two commands: `make demo` and `make test`. Each creates .venv if missing and
+# installs only when pyproject.toml changed (stamp files), so re-runs are cheap.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+OUT    ?= demo_out
+
+.PHONY: demo test lint format bench notebook clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.stamp-base: pyproject.toml | $(PY)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(PY)
+	$(PIP) install -e '.[test]'
+	touch $@ $(VENV)/.stamp-base
+
+demo: $(VENV)/.stamp-base
+	$(VENV)/bin/bddseg demo --out $(OUT)
+
+lint: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: $(VENV)/.stamp-test
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.stamp-test
+	$(PY) benchmarks/run_all.py
+
+notebook: $(VENV)/.stamp-test
+	$(PIP) install -q jupyterlab
+	$(VENV)/bin/jupyter lab notebooks/walkthrough.ipynb
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache

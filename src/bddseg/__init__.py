@@ -1,0 +1,19 @@
+"""bddseg: BDD100K semantic segmentation from download to exported model."""
+
+from bddseg.errors import BddsegError
+
+__version__ = "0.1.0"
+
+
+def load_predictor(path, device: str = "cpu"):
+    """Load a checkpoint (``.pt``) or an ONNX file (``.onnx``) for inference.
+
+    Returns an object whose ``predict(image)`` takes a uint8 HxWx3 array (or a path)
+    and returns the HxW class map (uint8, train ids 0..18).
+    """
+    from bddseg.predict import load_predictor as _load
+
+    return _load(path, device=device)
+
+
+__all__ = ["BddsegError", "load_predictor", "__version__"]

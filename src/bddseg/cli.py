@@ -1,0 +1,366 @@
+"""``bddseg`` command line: the only reader of argv.
+
+Each subcommand turns flags into arguments (or a config) and calls one library function.
+Bad input raises :class:`BddsegError`; :func:`main` prints it as one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bddseg.errors import BddsegError
+
+EXIT_BAD_INPUT = 2
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _hw(value: str) -> tuple[int, int]:
+    try:
+        h, w = value.lower().split("x")
+        return int(h), int(w)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW like 512x1024, got {value!r}") from None
+
+
+# ---------------------------------------------------------------- synth / data / download
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from bddseg.synth import make_dataset
+
+    root = make_dataset(
+        Path(args.out),
+        train=args.train,
+        val=args.val,
+        test=args.test,
+        height=args.height,
+        width=args.width,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    print(f"wrote the synthetic dataset to {root}")
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from bddseg.data import check_dataset
+
+    report = check_dataset(Path(args.root), workers=args.workers)
+    for split, s in report.summary.items():
+        print(
+            f"{split:>5}: {s['images']} images, {s['masks']} masks, {s['bad']} bad "
+            f"({s['seconds']:.1f} s, {s['pairs_per_s']:.0f} pairs/s)"
+        )
+    for path, reason in report.problems:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("all pairs OK")
+    return 0
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    from bddseg.data import compute_stats
+    from bddseg.files import atomic_write_text
+
+    stats = compute_stats(Path(args.root), split=args.split, workers=args.workers)
+    width = max(len(n) for n in stats["pixel_share"])
+    print(f"{args.split}: {stats['num_images']} images")
+    print(f"{'class':<{width}}  {'pixels %':>9}  {'images':>6}  " + "  ".join(f"{m:>9}" for m in stats["weights"]))
+    for name, share in stats["pixel_share"].items():
+        weights = "  ".join(f"{stats['weights'][m][name]:>9.3f}" for m in stats["weights"])
+        print(f"{name:<{width}}  {share:>9.3f}  {stats['image_count'][name]:>6}  {weights}")
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(stats, indent=2))
+        print(f"wrote {args.json}")
+    if args.chart:
+        from bddseg.report import plot_class_stats
+
+        plot_class_stats(stats, Path(args.chart))
+        print(f"wrote {args.chart}")
+    return 0
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from bddseg.download import download
+
+    download(Path(args.root), base_url=args.base_url, what=_csv(args.what))
+    return 0
+
+
+# ---------------------------------------------------------------- train
+def _train_overrides(args: argparse.Namespace) -> dict:
+    o = {
+        "data.root": args.data,
+        "data.workers": args.workers,
+        "data.unknown": args.unknown,
+        "data.on_bad_sample": args.on_bad_sample,
+        "data.crop": list(args.crop) if args.crop else None,
+        "loss.name": args.loss,
+        "loss.class_weights": args.class_weights,
+        "optim.epochs": args.epochs,
+        "optim.max_steps": args.max_steps,
+        "optim.batch_size": args.batch_size,
+        "optim.lr": args.lr,
+        "model.encoder_weights": args.encoder_weights,
+        "run.out": args.out,
+        "run.seed": args.seed,
+        "run.devices": args.devices,
+        "run.num_nodes": args.num_nodes,
+        "run.accelerator": args.accelerator,
+    }
+    if args.no_pretrained:
+        o["model.pretrained"] = False
+    if args.resume:
+        o["run.resume"] = True
+    if args.compile:
+        o["run.compile"] = True
+    return o
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bddseg.config import load_config
+    from bddseg.train import train
+
+    cfg = load_config(args.config, overrides=_train_overrides(args))
+    if not cfg.data.root:
+        raise BddsegError("no dataset: give --data ROOT (or data.root in the config)")
+    result = train(cfg)
+    print(f"run directory: {result.run_dir}")
+    if result.best_miou is not None:
+        print(f"best val mIoU: {result.best_miou:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate / predict / export / report
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bddseg import evaluate
+
+    if args.pred:
+        if not args.gt:
+            raise BddsegError("--pred needs --gt GT_DIR")
+        result = evaluate.evaluate_folders(
+            Path(args.pred), Path(args.gt), Path(args.out), workers=args.workers, min_pixels=args.min_pixels
+        )
+    elif args.checkpoint:
+        if not args.data:
+            raise BddsegError("--checkpoint needs --data ROOT")
+        result = evaluate.evaluate_checkpoint(
+            Path(args.checkpoint),
+            Path(args.data),
+            Path(args.out),
+            split=args.split,
+            tta=args.tta,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            min_pixels=args.min_pixels,
+        )
+    else:
+        raise BddsegError("give --checkpoint CKPT --data ROOT, or --pred PRED_DIR --gt GT_DIR")
+    off = result["official"]
+    print(
+        f"{result['num_images']} images: official mIoU {off['miou']:.4f}, "
+        f"pixel accuracy {off['pixel_accuracy']:.4f}, mIoU(19, unknown as class) "
+        f"{result['with_unknown']['miou_19']:.4f}"
+    )
+    print(f"wrote {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from bddseg.predict import predict_inputs
+
+    if bool(args.checkpoint) == bool(args.onnx):
+        raise BddsegError("give exactly one of --checkpoint CKPT or --onnx MODEL")
+    summary = predict_inputs(
+        args.inputs,
+        Path(args.out),
+        checkpoint=args.checkpoint,
+        onnx=args.onnx,
+        formats=_csv(args.format),
+        tta=args.tta,
+        batch_size=args.batch_size,
+        device=args.device,
+        keep_unknown=args.keep_unknown,
+        video_fps=args.video_fps,
+        workers=args.workers,
+    )
+    print(f"wrote {summary['written']} prediction(s) to {args.out}; skipped {summary['skipped']}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from bddseg.export import export_onnx
+
+    path = export_onnx(Path(args.checkpoint), Path(args.out), opset=args.opset, dynamic=args.dynamic)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bddseg.report import write_report
+
+    path = write_report([Path(r) for r in args.runs], Path(args.out))
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from bddseg.bench import run_inference_bench
+
+    run_inference_bench(device=args.device, batch_sizes=[int(b) for b in _csv(args.batch_sizes)], out=args.out)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bddseg.demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bddseg", description=__doc__.splitlines()[0])
+    from bddseg import __version__
+
+    p.add_argument("--version", action="version", version=f"bddseg {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write the built-in synthetic dataset in the official layout")
+    s.add_argument("out", help="output folder (the dataset lands in OUT/bdd100k)")
+    s.add_argument("--train", type=int, default=200)
+    s.add_argument("--val", type=int, default=50)
+    s.add_argument("--test", type=int, default=50)
+    s.add_argument("--height", type=int, default=256)
+    s.add_argument("--width", type=int, default=448)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    s.set_defaults(func=_cmd_synth)
+
+    d = sub.add_parser("data", help="check a dataset or compute its class statistics")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("check", help="check every image/mask pair; exit 2 if anything is wrong")
+    c.add_argument("root")
+    c.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    c.set_defaults(func=_cmd_data_check)
+    st = dsub.add_parser("stats", help="per-class pixel share, image counts and class weights")
+    st.add_argument("root")
+    st.add_argument("--split", default="train")
+    st.add_argument("--json", help="also write the statistics to this JSON file")
+    st.add_argument("--chart", help="also write a bar chart PNG")
+    st.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    st.set_defaults(func=_cmd_data_stats)
+
+    dl = sub.add_parser("download", help="fetch and safely extract the official BDD100K 10K zips")
+    dl.add_argument("root")
+    dl.add_argument("--base-url", default=None, help="mirror serving the official zip names")
+    dl.add_argument("--what", default="images,labels", help="comma list of images,labels")
+    dl.set_defaults(func=_cmd_download)
+
+    t = sub.add_parser("train", help="train a U-Net/ResNet34 (flags override the YAML config)")
+    t.add_argument("--data", help="dataset root")
+    t.add_argument("--out", help="run directory")
+    t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--loss", choices=["ce", "focal", "dice", "ce+dice", "ohem"])
+    t.add_argument("--class-weights", choices=["none", "inverse", "median", "effective"])
+    t.add_argument("--unknown", choices=["class", "ignore"], help="255 as class 19, or ignored")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--max-steps", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--crop", type=_hw, help="training crop HxW, e.g. 512x1024")
+    t.add_argument("--lr", type=float)
+    t.add_argument("--no-pretrained", action="store_true", help="random encoder weights")
+    t.add_argument("--encoder-weights", help="local encoder state dict instead of the hub")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    t.add_argument("--devices", type=_devices)
+    t.add_argument("--num-nodes", type=int)
+    t.add_argument("--accelerator", choices=["auto", "cpu", "cuda", "gpu", "mps"])
+    t.add_argument("--compile", action="store_true", help="torch.compile the model")
+    t.add_argument("--workers", type=int)
+    t.add_argument("--on-bad-sample", choices=["error", "skip"])
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics.json, per_class.csv and plots for a model or mask folders")
+    e.add_argument("--checkpoint")
+    e.add_argument("--data")
+    e.add_argument("--split", default="val")
+    e.add_argument("--pred", help="folder of predicted PNG masks")
+    e.add_argument("--gt", help="folder of ground-truth PNG masks")
+    e.add_argument("--out", required=True)
+    e.add_argument("--tta", choices=["none", "flip", "flip+scales"], default="none")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--batch-size", type=int, default=1)
+    e.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    e.add_argument("--min-pixels", type=int, default=1, help="image-level: pixels for 'present'")
+    e.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="full-resolution masks, color maps and overlays")
+    pr.add_argument("inputs", nargs="+", help="images, folders, globs or video files")
+    pr.add_argument("--checkpoint")
+    pr.add_argument("--onnx")
+    pr.add_argument("--out", required=True)
+    pr.add_argument("--format", default="mask,color,overlay")
+    pr.add_argument("--tta", choices=["none", "flip", "flip+scales"], default="none")
+    pr.add_argument("--batch-size", type=int, default=1)
+    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--keep-unknown", action="store_true", help="write 255 where the model says unknown")
+    pr.add_argument("--video-fps", type=float, default=1.0, help="frames per second sampled from videos")
+    pr.add_argument("--workers", type=int, default=2)
+    pr.set_defaults(func=_cmd_predict)
+
+    ex = sub.add_parser("export", help="export a checkpoint to ONNX")
+    ex.add_argument("--checkpoint", required=True)
+    ex.add_argument("--out", required=True)
+    ex.add_argument("--opset", type=int, default=18)
+    ex.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    ex.set_defaults(func=_cmd_export)
+
+    r = sub.add_parser("report", help="one self-contained HTML report for one or more runs")
+    r.add_argument("runs", nargs="+")
+    r.add_argument("--out", required=True)
+    r.set_defaults(func=_cmd_report)
+
+    b = sub.add_parser("bench", help="inference speed at 720x1280 (see benchmarks/)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--batch-sizes", default="1,8")
+    b.add_argument("--out", help="also write the results as JSON")
+    b.set_defaults(func=_cmd_bench)
+
+    dm = sub.add_parser("demo", help="the whole pipeline on the built-in dataset")
+    dm.add_argument("--out", default="demo_out")
+    dm.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+    dm.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except BddsegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

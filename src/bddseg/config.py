@@ -1,0 +1,266 @@
+"""One frozen configuration for a run: defaults, then a YAML file, then command-line flags.
+
+The resolved config is written as ``config.yaml`` next to every run and stored inside every
+checkpoint. Change it with :func:`dataclasses.replace` (or :func:`override`), never in place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bddseg.errors import BddsegError
+from bddseg.labels import NUM_CLASSES
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = ""
+    unknown: Literal["class", "ignore"] = "class"  # 255 -> class 19 (original) or ignored (official)
+    train_split: str = "train"
+    val_split: str = "val"
+    crop: tuple[int, int] = (512, 1024)  # (height, width) of training crops
+    scale: tuple[float, float] = (0.5, 2.0)  # random rescale range before the crop
+    base_size: tuple[int, int] | None = None  # resize (h, w) before scaling; None keeps the size
+    hflip: bool = True
+    jitter: float = 0.3  # brightness/contrast/saturation strength; 0 turns it off
+    workers: int = 2
+    on_bad_sample: Literal["error", "skip"] = "error"
+    max_train_images: int | None = None  # use only the first N (sorted) train pairs
+    max_val_images: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "unet"
+    encoder: str = "resnet34"
+    pretrained: bool = True  # ImageNet weights for the encoder
+    encoder_weights: str | None = None  # a local state-dict file instead of the hub
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    name: Literal["ce", "focal", "dice", "ce+dice", "ohem"] = "ce"
+    class_weights: Literal["none", "inverse", "median", "effective"] = "none"
+    gamma: float = 2.0  # focal
+    ohem_thresh: float = 0.7  # keep pixels whose true-class probability is below this...
+    ohem_min_kept: int = 100_000  # ...but at least this many per batch
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    momentum: float = 0.9
+    schedule: Literal["onecycle", "poly", "constant"] = "onecycle"
+    warmup_pct: float = 0.25  # one-cycle: fraction of steps spent warming up (fastai's default)
+    poly_power: float = 0.9
+    epochs: int = 80
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 16
+    accumulate: int = 1
+    clip_grad: float | None = None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    out: str = "runs/bdd100k_unet_r34"
+    seed: int = 0
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    precision: str = "auto"  # auto: bf16-mixed on GPU, 32-true on CPU
+    channels_last: bool = True
+    compile: bool = False
+    val_every: int | None = None  # steps; None = once per epoch
+    log_every: int = 10
+    resume: bool = False
+    deterministic: bool = False
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES + 1 if self.data.unknown == "class" else NUM_CLASSES
+
+
+SECTIONS = {f.name: f.type for f in fields(Config)}
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists), safe for YAML, JSON and ``weights_only`` loads."""
+
+    def plain(v):
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        return v
+
+    return {s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()} for s in SECTIONS}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples, ints to floats."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except BddsegError as e:
+                errors.append(e.problem)
+        raise BddsegError(f"{where}: expected {_tname(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise BddsegError(f"{where}: {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise BddsegError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise BddsegError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BddsegError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BddsegError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise BddsegError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r}")  # a bug in this module, not user input
+
+
+def _tname(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def from_dict(d: dict[str, Any] | None, base: Config | None = None, source: str | None = None) -> Config:
+    """Apply a nested dict ``{section: {key: value}}`` on top of ``base`` (defaults if None).
+
+    Raises:
+        BddsegError: on an unknown section or key, or a value of the wrong type. The message
+            names ``source`` (the YAML file) when given.
+    """
+    cfg = base or Config()
+    if d is None:
+        return cfg
+    if not isinstance(d, dict):
+        raise BddsegError("config must be a mapping of sections", source)
+    hints = {s: typing.get_type_hints(t) for s, t in _section_types().items()}
+    new_sections = {}
+    for section, values in d.items():
+        if section not in hints:
+            raise BddsegError(
+                f"unknown config section {section!r} (valid: {', '.join(hints)})", source
+            )
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise BddsegError(f"config section {section!r} must be a mapping", source)
+        changes = {}
+        for key, value in values.items():
+            if key not in hints[section]:
+                valid = ", ".join(hints[section])
+                raise BddsegError(f"unknown config key {section}.{key} (valid: {valid})", source)
+            try:
+                changes[key] = _coerce(value, hints[section][key], f"{section}.{key}")
+            except BddsegError as e:
+                raise BddsegError(e.problem, source) from None
+        new_sections[section] = dataclasses.replace(getattr(cfg, section), **changes)
+    return dataclasses.replace(cfg, **new_sections)
+
+
+def _section_types() -> dict[str, type]:
+    hints = typing.get_type_hints(Config)
+    return {name: hints[name] for name in SECTIONS}
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file with the safe loader."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BddsegError("config file not found", p) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BddsegError(f"cannot read config file ({e.__class__.__name__}: {e})", p) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise BddsegError(f"invalid YAML: {str(e).splitlines()[0]}", p) from None
+    if data is not None and not isinstance(data, dict):
+        raise BddsegError("config must be a mapping of sections", p)
+    return data or {}
+
+
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, base: Config | None = None
+) -> Config:
+    """Defaults (or ``base``), then the YAML file at ``path``, then ``overrides``.
+
+    ``overrides`` is either nested (``{"optim": {"lr": 0.1}}``) or dotted (``{"optim.lr": 0.1}``);
+    ``None`` values are skipped so CLI flags that were not given do not override the file.
+    """
+    cfg = base or Config()
+    if path is not None:
+        cfg = from_dict(load_yaml(path), cfg, source=str(path))
+    if overrides:
+        cfg = from_dict(_nest(overrides), cfg, source="command line")
+    return cfg
+
+
+def override(cfg: Config, **dotted: Any) -> Config:
+    """``override(cfg, **{"optim.lr": 0.1})``: a new config with the given values."""
+    return from_dict(_nest(dotted), cfg)
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and "." not in key:
+            for k, v in value.items():
+                if v is not None:
+                    nested.setdefault(key, {})[k] = v
+            continue
+        section, _, name = key.partition(".")
+        if not name:
+            raise BddsegError(f"override {key!r} must look like section.key")
+        nested.setdefault(section, {})[name] = value
+    return nested
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config atomically (temp file + rename)."""
+    from bddseg.files import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,25 @@
+"""The one error type for bad user input.
+
+Everything that reads user files raises :class:`BddsegError`; the CLI prints it as a
+single line ``error: PATH: PROBLEM`` and exits with code 2. Kept in its own tiny module
+so that every stage can import it without import cycles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BddsegError(Exception):
+    """Bad input: names the file (when there is one) and the problem."""
+
+    def __init__(self, problem: str, path: str | Path | None = None):
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}" if self.path else self.problem
+
+    def __reduce__(self):  # picklable across worker processes
+        return (BddsegError, (self.problem, self.path))

@@ -1,0 +1,54 @@
+"""Atomic writes: every output goes to a temporary name in the same folder and is renamed.
+
+A crash, a full disk or a write error leaves either the old file or none under the final
+name, never a half-written one. Write errors become :class:`BddsegError` with the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from bddseg.errors import BddsegError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync and rename it into place.
+
+    Example::
+
+        with atomic_path("out/metrics.json") as tmp:
+            tmp.write_text(...)
+    """
+    final = Path(path)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as e:
+        raise BddsegError(f"cannot write ({e.strerror or e})", final) from None
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BddsegError(f"cannot write ({e.strerror or e})", final) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))

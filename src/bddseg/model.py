@@ -1,0 +1,183 @@
+"""The model (smp U-Net with a ResNet34 encoder), padding to a multiple of 32, checkpoints.
+
+A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)``::
+
+    {"format": "bddseg", "version": 1,
+     "model": state_dict, "config": to_dict(cfg), "num_classes": 19 | 20,
+     "step": int, "epoch": int, "best_metric": float | None,
+     # only in training checkpoints (last.pt):
+     "optimizer": ..., "scheduler": ..., "rng": ...}
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bddseg.config import Config, ModelConfig, from_dict
+from bddseg.errors import BddsegError
+from bddseg.files import atomic_path
+
+CHECKPOINT_FORMAT = "bddseg"
+CHECKPOINT_VERSION = 1
+
+
+def _smp():
+    import segmentation_models_pytorch as smp
+
+    return smp
+
+
+ARCHS = {
+    "unet": lambda: _smp().Unet,
+    "fpn": lambda: _smp().FPN,
+    "deeplabv3plus": lambda: _smp().DeepLabV3Plus,
+}
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """Build the segmentation network.
+
+    Args:
+        cfg: the model section of the config. ``pretrained`` loads ImageNet weights for the
+            encoder from the model hub, unless ``encoder_weights`` names a local state-dict
+            file (for air-gapped clusters).
+        num_classes: 20 (``unknown: class``) or 19 (``unknown: ignore``).
+
+    Returns:
+        A module mapping float images ``(N, 3, H, W)`` (H, W multiples of 32) to logits
+        ``(N, num_classes, H, W)``. Use :func:`forward_padded` for other sizes.
+
+    Raises:
+        BddsegError: unknown architecture, unreadable weights file, or hub weights that cannot
+            be fetched (the message names ``--no-pretrained`` and ``--encoder-weights PATH``).
+    """
+    if cfg.arch not in ARCHS:
+        raise BddsegError(f"unknown architecture {cfg.arch!r} (valid: {', '.join(ARCHS)})")
+    cls = ARCHS[cfg.arch]()
+    hub = cfg.pretrained and cfg.encoder_weights is None
+    try:
+        model = cls(
+            encoder_name=cfg.encoder,
+            encoder_weights="imagenet" if hub else None,
+            in_channels=3,
+            classes=num_classes,
+        )
+    except KeyError as e:
+        raise BddsegError(f"unknown encoder {cfg.encoder!r} ({e})") from None
+    except Exception as e:  # network failures surface as many exception types
+        if not hub:
+            raise
+        raise BddsegError(
+            f"cannot fetch ImageNet weights for encoder {cfg.encoder!r} "
+            f"({e.__class__.__name__}); no network? Use --no-pretrained to start from random "
+            "weights, or --encoder-weights PATH to load a local encoder state dict"
+        ) from None
+    if cfg.encoder_weights is not None:
+        load_encoder_weights(model, cfg.encoder_weights)
+    return model
+
+
+def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a local encoder state dict (e.g. torchvision's ``resnet34`` weights).
+
+    Keys of a full classifier (``fc.*``) are dropped; any other missing or unexpected key is
+    an error, so a file for another encoder is not silently half-loaded.
+    """
+    p = Path(path)
+    state = _torch_load(p, what="encoder weights")
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BddsegError("encoder weights must be a state dict", p)
+    state = {k.removeprefix("encoder."): v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        model.encoder.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise BddsegError(f"weights do not fit the encoder: {first}", p) from None
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = 32, value: float = 0.0) -> torch.Tensor:
+    """Pad the last two dims of ``x`` on the bottom/right up to a multiple of ``multiple``."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), value=value)
+
+
+def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Run ``model`` on ``(N, 3, H, W)`` images of any size: pad to 32, crop logits back."""
+    h, w = images.shape[-2:]
+    return model(pad_to_multiple(images))[..., :h, :w]
+
+
+def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
+    """Write ``ckpt`` atomically (temp file + fsync + rename)."""
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def _torch_load(path: Path, what: str = "checkpoint") -> Any:
+    if not path.is_file():
+        raise BddsegError(f"{what} file not found", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        raise BddsegError(
+            f"refused to load {what}: it holds objects other than tensors and plain data "
+            f"({first[:160]}); only load files you trust",
+            path,
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise BddsegError(f"not a readable {what} (truncated or corrupt: {e.__class__.__name__})", path) from None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and validate a bddseg checkpoint with ``weights_only=True`` (no code runs)."""
+    p = Path(path)
+    ckpt = _torch_load(p)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
+        raise BddsegError("not a bddseg checkpoint (no 'format: bddseg' and 'model' entries)", p)
+    return ckpt
+
+
+def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """Rebuild the model stored in a checkpoint, in eval mode, without fetching weights."""
+    p = Path(path)
+    ckpt = load_checkpoint(p)
+    cfg = from_dict(ckpt.get("config") or {}, source=str(p))
+    model_cfg = cfg.model.__class__(**{**cfg.model.__dict__, "pretrained": False, "encoder_weights": None})
+    num_classes = int(ckpt.get("num_classes", cfg.num_classes))
+    model = build_model(model_cfg, num_classes)
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise BddsegError(
+            f"checkpoint weights do not fit {cfg.model.arch}/{cfg.model.encoder} with "
+            f"{num_classes} classes: {first}",
+            p,
+        ) from None
+    return model.to(device).eval(), cfg
+
+
+__all__ = [
+    "ModelConfig",
+    "build_model",
+    "forward_padded",
+    "load_checkpoint",
+    "load_encoder_weights",
+    "model_from_checkpoint",
+    "pad_to_multiple",
+    "save_checkpoint",
+]
