@@ -1,0 +1,200 @@
+"""Per-class statistics of a split and class weights for the loss, cached by a fingerprint.
+
+Counts cover the 19 train ids and ``unknown`` (raw 255), in :data:`CLASS_NAMES_20` order.
+Weight formulas are in :func:`compute_stats`. :mod:`bddseg.data` re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bddseg.data import Pair, decode_mask, list_pairs, normalize_split, parallel_map
+from bddseg.errors import BddsegError
+from bddseg.files import atomic_write_text
+from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES
+
+METHODS = ("inverse", "median", "effective")
+CACHE_VERSION = 1
+_VALUES = list(range(NUM_CLASSES)) + [IGNORE_VALUE]  # raw values in CLASS_NAMES_20 order
+
+
+def cache_dir() -> Path:
+    """``$BDDSEG_CACHE``, else ``~/.cache/bddseg`` (the dataset root may be read-only)."""
+    env = os.environ.get("BDDSEG_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "bddseg"
+
+
+def stats_fingerprint(masks: list[Path], beta: float | None) -> str:
+    """sha256 over each mask's name, size and mtime (ns), plus the settings that change the
+    result. Renaming, adding, removing or rewriting a mask changes it; reading does not."""
+    h = hashlib.sha256(f"bddseg-stats-v{CACHE_VERSION}|beta={beta}".encode())
+    for m in masks:
+        st = m.stat()
+        h.update(f"|{m.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def _count_chunk(masks: list[Path]) -> torch.Tensor:
+    """``int64 (3, 20)``: pixels per class, images containing it, pixels of those images."""
+    out = torch.zeros(3, len(_VALUES), dtype=torch.int64)
+    for path in masks:
+        _, hist = decode_mask(path)
+        counts = hist[_VALUES]
+        present = counts > 0
+        out[0] += counts
+        out[1] += present
+        out[2] += present * int(hist.sum())
+    return out
+
+
+def _normalise(w: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Mean 1 over present classes; absent classes get the largest present weight."""
+    w = torch.where(present, w, 0.0)
+    w = w * present.sum() / w.sum()
+    return torch.where(present, w, w[present].max())
+
+
+def weights_from_counts(
+    pixels: torch.Tensor, image_pixels: torch.Tensor, beta: float | None = None
+) -> dict[str, torch.Tensor]:
+    """Class weights from ``pixels[c]`` and ``image_pixels[c]`` (float64, any length K).
+
+    See :func:`compute_stats` for the formulas. Needs at least one present class.
+    """
+    present = pixels > 0
+    n = pixels.clamp(min=1)
+    inverse = n.sum() / n
+    freq = n / image_pixels.clamp(min=1)
+    median = freq[present].median() / freq  # torch's median takes the lower middle: fine here
+    one_minus_beta = int(present.sum()) / float(pixels.sum()) if beta is None else 1.0 - beta
+    if not 0.0 < one_minus_beta < 1.0:
+        raise BddsegError(f"beta must be in (0, 1), got {beta}")
+    # 1 - beta^n computed as -expm1(n log beta): beta^n underflows nothing and keeps precision
+    effective = one_minus_beta / -torch.expm1(n * math.log1p(-one_minus_beta))
+    return {
+        "inverse": _normalise(inverse, present),
+        "median": _normalise(median, present),
+        "effective": _normalise(effective, present),
+    }
+
+
+def compute_stats(
+    root: str | Path,
+    split: str = "train",
+    workers: int = 1,
+    cache: bool = True,
+    beta: float | None = None,
+    max_images: int | None = None,
+) -> dict[str, Any]:
+    """Per-class pixel share, image counts and three kinds of class weights for a split.
+
+    Counts cover the masks of complete pairs (the first ``max_images`` in stem order when
+    set). With ``n_c`` the pixels of class ``c`` (the 19 train ids and ``unknown`` = raw 255),
+    ``N = sum_c n_c``, ``T_c`` the total pixels of the images containing ``c``, and ``P`` the
+    ``C`` classes with ``n_c > 0``:
+
+    - ``pixel_share[c] = 100 * n_c / N``; ``image_count[c]`` = images with a pixel of ``c``.
+    - ``inverse``: ``w_c = N / n_c``.
+    - ``median`` (median-frequency balancing, Eigen & Fergus 2015): ``freq_c = n_c / T_c``,
+      ``w_c = median_{p in P}(freq_p) / freq_c``.
+    - ``effective`` (effective number of samples, Cui et al. 2019) over pixel counts:
+      ``E_c = (1 - beta^n_c) / (1 - beta)``, ``w_c = 1 / E_c``. ``E_c`` grows like ``n_c`` for
+      small classes and saturates at ``1 / (1 - beta)``. Over pixels a fixed ``beta`` such as
+      0.9999 saturates at 10^4 pixels, so every BDD100K class would get the same weight; the
+      default ``beta = 1 - C / N`` puts the saturation at a balanced class's share (``N / C``
+      pixels): classes at or above their fair share get about equal weights, rarer classes
+      about inverse-frequency ones. Pass ``beta`` to choose another.
+
+    Each method is normalised to mean 1 over ``P``. A class absent from the split gets the
+    largest weight, not 0: it is rarer than any class seen, weighting it costs nothing while
+    it stays absent (no target pixels), and 0 would silently drop its pixels from the loss if
+    it appears in data the statistics did not see (a ``max_images`` subset, another split).
+
+    The result is cached in :func:`cache_dir` under :func:`stats_fingerprint`.
+
+    Returns:
+        ``{"pixel_share": {name: percent}, "image_count": {name: int}, "weights": {"inverse":
+        {name: w}, "median": {...}, "effective": {...}}, "num_images": int}``, names in
+        :data:`~bddseg.labels.CLASS_NAMES_20` order.
+
+    Raises:
+        BddsegError: bad root or split, no masks, or an invalid mask (naming it).
+    """
+    split = normalize_split(split)
+    pairs: list[Pair] = [p for p in list_pairs(root, split) if p.image and p.mask]
+    if max_images is not None:
+        pairs = pairs[:max_images]
+    if not pairs:
+        raise BddsegError(f"no image/mask pairs in the {split} split", root)
+    masks = [p.mask for p in pairs]
+    cache_file = None
+    if cache:
+        fingerprint = stats_fingerprint(masks, beta)
+        cache_file = cache_dir() / f"stats-{split}-{fingerprint[:24]}.json"
+        cached = _read_cache(cache_file, fingerprint)
+        if cached is not None:
+            return cached
+    counts = sum(parallel_map(_count_chunk, masks, workers)).to(torch.float64)
+    pixels, images, image_pixels = counts
+    weights = weights_from_counts(pixels, image_pixels, beta)
+    names = CLASS_NAMES_20
+    stats = {
+        "pixel_share": {
+            k: float(v) for k, v in zip(names, 100 * pixels / pixels.sum(), strict=True)
+        },
+        "image_count": {k: int(v) for k, v in zip(names, images, strict=True)},
+        "weights": {
+            m: {k: float(v) for k, v in zip(names, weights[m], strict=True)} for m in METHODS
+        },
+        "num_images": len(masks),
+    }
+    if cache_file is not None:
+        # an unwritable cache costs a recount next time, nothing more
+        with contextlib.suppress(BddsegError):
+            atomic_write_text(cache_file, json.dumps({"fingerprint": fingerprint, "stats": stats}))
+    return stats
+
+
+def _read_cache(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
+        return None
+    return data.get("stats")
+
+
+def class_weights(stats: dict[str, Any], method: str, unknown: str = "class") -> torch.Tensor:
+    """Loss weights from :func:`compute_stats` output: ``float32 (20,)`` or ``(19,)``.
+
+    ``method`` is ``"none"`` (all ones), ``"inverse"``, ``"median"`` or ``"effective"``.
+    ``unknown="ignore"`` drops ``unknown`` and renormalises the 19 others to mean 1 over the
+    present classes (absent ones: the maximum). The ratios between the 19 are those computed
+    with ``unknown`` counted, which is exact for ``inverse`` and close for the others.
+    """
+    if unknown not in ("class", "ignore"):
+        raise BddsegError(f"unknown must be 'class' or 'ignore', got {unknown!r}")
+    k = NUM_CLASSES + 1 if unknown == "class" else NUM_CLASSES
+    if method == "none":
+        return torch.ones(k)
+    if method not in METHODS:
+        raise BddsegError(
+            f"unknown class-weight method {method!r} (valid: none, {', '.join(METHODS)})"
+        )
+    try:
+        w = torch.tensor([float(stats["weights"][method][n]) for n in CLASS_NAMES_20[:k]])
+        present = torch.tensor([float(stats["pixel_share"][n]) > 0 for n in CLASS_NAMES_20[:k]])
+    except (KeyError, TypeError, ValueError) as e:
+        raise BddsegError(f"class statistics lack {e}; recompute them") from None
+    if not present.any():
+        return torch.ones(k)
+    return _normalise(w.double(), present).float()
