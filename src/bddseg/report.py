@@ -1,0 +1,539 @@
+"""``bddseg report``: one self-contained HTML page for one or more run directories.
+
+A run directory holds ``config.yaml``, ``log.csv``, ``eval/val/`` (from ``bddseg evaluate``)
+and ``predictions/test/`` (from ``bddseg predict``). Everything found is drawn; a section whose
+inputs are missing says "not available" and why. Figures are embedded as base64 data URIs, and
+the page loads nothing from anywhere else. The plots live in :mod:`bddseg.plots` and are
+re-exported here, so ``bddseg.report`` stays the one entry point for pictures.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+import numpy as np
+from PIL import Image
+
+from bddseg import __version__
+from bddseg.config import load_yaml
+from bddseg.data import IMAGE_SUFFIXES, list_pairs, read_image, read_mask
+from bddseg.errors import BddsegError
+from bddseg.files import atomic_write_text
+from bddseg.labels import CLASS_NAMES_20, PALETTE
+from bddseg.plots import (
+    colorize,
+    confusion_figure,
+    figure_bytes,
+    image_matrix_figure,
+    iou_delta_figure,
+    iou_share_figure,
+    loss_figure,
+    loss_multi_figure,
+    overlay,
+    plot_class_stats,
+    plot_confusion,
+    plot_image_matrix,
+    plot_iou_vs_share,
+    plot_loss_curves,
+    plot_loss_curves_multi,
+    plot_sample_grid,
+    read_log,
+    sample_grid_figure,
+    write_eval_plots,
+)
+
+__all__ = [  # the plots are re-exported: bddseg.report is the one entry point for pictures
+    "colorize",
+    "load_run",
+    "overlay",
+    "plot_class_stats",
+    "plot_confusion",
+    "plot_image_matrix",
+    "plot_iou_vs_share",
+    "plot_loss_curves",
+    "plot_loss_curves_multi",
+    "plot_sample_grid",
+    "write_eval_plots",
+    "write_report",
+]
+
+THUMB_WIDTH = 480  # px; sample tiles are drawn about 330 px wide
+N_TRAIN, N_VAL, N_WORST, N_TEST = 8, 3, 4, 8
+
+
+@dataclass
+class Run:
+    """Everything read from one run directory; ``missing`` says why an input is absent."""
+
+    dir: Path
+    name: str
+    config: dict
+    log: dict | None = None
+    metrics: dict | None = None
+    confusion: dict | None = None
+    per_image: list[dict] | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        loss = self.config.get("loss") or {}
+        weights = loss.get("class_weights", "none")
+        return f"{self.name} ({loss.get('name', '?')}, weights={weights})"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.dir / "eval" / "val"
+
+
+# ---------------------------------------------------------------- reading a run
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run directory. Only ``config.yaml`` is required; a missing or unreadable
+    optional file is recorded in ``Run.missing`` and its sections show "not available".
+
+    Raises:
+        BddsegError: the directory or its ``config.yaml`` is missing or unreadable.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BddsegError("run directory not found", run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise BddsegError("no config.yaml: not a run directory (train writes one)", run_dir)
+    run = Run(run_dir, run_dir.resolve().name, load_yaml(run_dir / "config.yaml"))
+    ev = run.eval_dir
+    optional = {
+        "log": (run_dir / "log.csv", read_log),
+        "metrics": (ev / "metrics.json", _read_json),
+        "confusion": (ev / "confusion.json", _read_json),
+        "per_image": (ev / "per_image.csv", _read_csv),
+    }
+    for key, (path, reader) in optional.items():
+        if not path.is_file():
+            run.missing[key] = f"{path} not found"
+            continue
+        try:
+            setattr(run, key, reader(path))
+        except (BddsegError, OSError, ValueError, csv.Error) as e:  # a broken file: say so, go on
+            run.missing[key] = f"{path}: cannot read ({e})"
+    return run
+
+
+def _unique_names(runs: list[Run]) -> None:
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r.name] = seen.get(r.name, 0) + 1
+        if seen[r.name] > 1:
+            r.name = f"{r.name}-{seen[r.name]}"
+
+
+# ---------------------------------------------------------------- sample images
+def _load_image(path: Path) -> np.ndarray:
+    """uint8 (h, w, 3), at most THUMB_WIDTH wide."""
+    arr = read_image(path).permute(1, 2, 0).numpy()
+    h, w = arr.shape[:2]
+    if w <= THUMB_WIDTH:
+        return arr
+    size = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
+    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR))
+
+
+def _load_mask(path: Path, like: np.ndarray, truth: bool) -> np.ndarray:
+    """A mask resized (nearest) to the thumbnail ``like``. Truth masks are validated by
+    ``data.read_mask``; predictions (which may hold 19, unknown) are read as they are."""
+    if truth:
+        arr = read_mask(path).numpy()
+    else:
+        with Image.open(path) as im:
+            arr = np.asarray(im if im.mode in ("L", "P") else im.convert("L"))
+    h, w = like.shape[:2]
+    if arr.shape != (h, w):
+        arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.NEAREST))
+    return arr
+
+
+def _pick(items: Sequence, n: int) -> list:
+    """``n`` items spread evenly over ``items`` (the same picks for every run)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)]
+
+
+def _short(stem: str, n: int = 22) -> str:
+    return stem if len(stem) <= n else stem[: n - 1] + "…"
+
+
+def _uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def _grid(tiles: list, titles: list, col_titles=None, cols: int | None = None) -> str:
+    """A tile grid as a JPEG data URI; ``cols`` reflows flat lists into rows."""
+    if cols:
+        tiles = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
+        titles = [titles[i : i + cols] for i in range(0, len(titles), cols)]
+    return _uri(figure_bytes(sample_grid_figure(tiles, titles, col_titles), "jpeg"), "image/jpeg")
+
+
+def _dataset_root(run: Run) -> Path:
+    """The run's dataset root: absolute, relative to the cwd, or relative to the run dir."""
+    root = (run.config.get("data") or {}).get("root")
+    if not root:
+        raise BddsegError("config.yaml has no data.root")
+    for candidate in (Path(root), run.dir / root):
+        if candidate.is_dir():
+            return candidate
+    raise BddsegError(f"dataset root {root} not found")
+
+
+def _train_samples(run: Run) -> str:
+    root = _dataset_root(run)
+    pairs = _pick([p for p in list_pairs(root, "train") if p.image and p.mask], N_TRAIN)
+    if not pairs:
+        raise BddsegError(f"no train image/mask pairs under {root}")
+    tiles = []
+    for p in pairs:
+        img = _load_image(p.image)
+        tiles.append(overlay(img, _load_mask(p.mask, img, truth=True)))
+    return _grid(tiles, [_short(p.stem) for p in pairs], cols=4)
+
+
+def _val_samples(run: Run, worst: bool) -> str:
+    """image | truth | prediction rows: spread over val, or the lowest per-image mIoU."""
+    root, pred_dir = _dataset_root(run), run.eval_dir / "pred"
+    if not pred_dir.is_dir():
+        raise BddsegError(f"{pred_dir} not found (run bddseg evaluate)")
+    scores = {r.get("stem"): _num(r.get("miou")) for r in run.per_image or []}
+    if worst:
+        if not scores:
+            raise BddsegError(run.missing.get("per_image", "per_image.csv is empty"))
+        stems = sorted(scores, key=lambda s: (scores[s] is None, scores[s] or 0.0))[:N_WORST]
+    else:
+        stems = _pick(sorted(p.stem for p in pred_dir.glob("*.png")), N_VAL)
+    pairs = {p.stem: p for p in list_pairs(root, "val")}
+    tiles, titles = [], []
+    for stem in stems:
+        pair, pred = pairs.get(stem), pred_dir / f"{stem}.png"
+        if not (pair and pair.image and pair.mask and pred.is_file()):
+            continue
+        img = _load_image(pair.image)
+        truth, guess = _load_mask(pair.mask, img, True), _load_mask(pred, img, False)
+        tiles.append([img, overlay(img, truth), overlay(img, guess)])
+        score = f" · mIoU {_pct(scores[stem])}%" if scores.get(stem) is not None else ""
+        titles.append([_short(stem) + score, "", ""])
+    if not tiles:
+        raise BddsegError(f"no val images with a prediction under {root}")
+    return _grid(tiles, titles, ["image", "truth", "prediction"])
+
+
+def _test_samples(run: Run) -> str:
+    base = run.dir / "predictions" / "test"
+    for kind in ("overlay", "color"):
+        files = [p for p in sorted((base / kind).glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+        if files:
+            files = _pick(files, N_TEST)
+            return _grid([_load_image(p) for p in files], [_short(p.stem) for p in files], cols=4)
+    raise BddsegError(f"{base}/overlay not found (run bddseg predict)")
+
+
+# ---------------------------------------------------------------- numbers and tables
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def _pct(v) -> str:
+    v = _num(v)
+    return "—" if v is None else f"{100 * v:.1f}"
+
+
+def _share(v) -> str:
+    v = _num(v)
+    return "—" if v is None else f"{100 * v:.2f}" if v >= 0.01 else f"{100 * v:.3f}"
+
+
+def _count(v) -> str:
+    return "—" if _num(v) is None else f"{int(v):,}"
+
+
+def _shade(v) -> str:
+    """A red (0) to green (1) background for a score; none for None."""
+    v = _num(v)
+    return "" if v is None else f"background:hsl({round(4 + 128 * min(max(v, 0.0), 1.0))},62%,89%)"
+
+
+def _cell(v, fmt=_pct, shade: bool = True) -> dict:
+    n = _num(v)
+    return {
+        "text": fmt(v),
+        "v": "" if n is None else f"{n:.6g}",
+        "style": _shade(v) if shade else "",
+    }
+
+
+def _swatch(name: str) -> str:
+    """CSS for a class's color chip; empty for unknown (the template stripes it)."""
+    i = CLASS_NAMES_20.index(name)
+    return "background:rgb({},{},{})".format(*PALETTE[i]) if i < len(PALETTE) else ""
+
+
+def _get(d: dict | None, *keys):
+    for k in keys:
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+HEADLINE = (
+    ("official mIoU", ("official", "miou")),
+    ("pixel accuracy", ("official", "pixel_accuracy")),
+    ("fwIoU", ("official", "fwiou")),
+    ("mIoU, 19 classes (unknown as a class)", ("with_unknown", "miou_19")),
+    ("mIoU, 20 classes", ("with_unknown", "miou_20")),
+    ("image-level micro F1", ("image_level", "micro", "f1")),
+    ("image-level macro F1", ("image_level", "macro", "f1")),
+)
+# the per-class table's columns: (view, metric, format, shaded)
+CLASS_COLUMNS = (
+    *(("with_unknown", k, _pct, True) for k in ("iou", "precision", "recall", "f1")),
+    ("with_unknown", "pixel_share", _share, False),
+    ("official", "iou", _pct, True),
+    *(("image_level", k, _pct, True) for k in ("precision", "recall", "f1")),
+    ("image_level", "support", _count, False),
+)
+
+
+def _class_rows(m: dict) -> list[dict]:
+    return [
+        {
+            "name": n,
+            "swatch": _swatch(n),
+            "cells": [_cell(_get(m, view, k, n), f, sh) for view, k, f, sh in CLASS_COLUMNS],
+        }
+        for n in CLASS_NAMES_20
+    ]
+
+
+def _average_rows(m: dict) -> list[dict]:
+    rows = []
+    for avg in ("micro", "macro", "weighted", "samples"):
+        d = _get(m, "image_level", avg) or {}
+        cells = [_cell(d.get(k)) for k in ("precision", "recall", "f1")]
+        rows.append(
+            {"name": f"{avg} avg", "cells": [*cells, _cell(d.get("support"), _count, False)]}
+        )
+    return rows
+
+
+def _run_summary(run: Run) -> str:
+    m = run.metrics
+    if not m:
+        return f"{run.label}: no evaluation ({run.missing.get('metrics')})."
+    present = sum(v is not None for v in (_get(m, "official", "iou") or {}).values())
+    text = (
+        f"{run.label}: official mIoU {_pct(_get(m, 'official', 'miou'))}% over {present} classes "
+        f"present in the truth of {m.get('num_images', '?')} images, pixel accuracy "
+        f"{_pct(_get(m, 'official', 'pixel_accuracy'))}%."
+    )
+    iou = {n: v for n, v in (_get(m, "with_unknown", "iou") or {}).items() if _num(v) is not None}
+    if iou:
+        best, worst = max(iou, key=iou.get), min(iou, key=iou.get)
+        text += f" Best class {best} ({_pct(iou[best])}%), weakest {worst} ({_pct(iou[worst])}%)"
+        never = [n for n, v in (_get(m, "with_unknown", "precision") or {}).items() if v is None]
+        text += f"; never predicted: {', '.join(never)}." if never else "."
+    return text
+
+
+def _compare_row(vals: list[float | None], names: list[str]) -> dict:
+    """Each run's value (the single best marked), deltas against the first run, the winner."""
+    known = [v for v in vals if v is not None]
+    best = max(known) if len(known) > 1 else None
+    winners = [n for n, v in zip(names, vals, strict=True) if best is not None and v == best]
+    values = [
+        {"text": _pct(v), "best": v == best and len(winners) == 1, "style": _shade(v)} for v in vals
+    ]
+    deltas = []
+    for v in vals[1:]:
+        d = None if v is None or vals[0] is None else v - vals[0]
+        cls = "" if d is None or abs(d) < 5e-4 else ("pos" if d > 0 else "neg")
+        deltas.append({"text": "—" if d is None else f"{100 * d:+.1f}", "cls": cls})
+    winner = "—" if not winners else winners[0] if len(winners) == 1 else "tie"
+    return {"values": values, "deltas": deltas, "winner": winner}
+
+
+def _comparison(runs: list[Run]) -> dict:
+    """Headline numbers and per-class IoU (unknown as class 19) side by side."""
+    names = [r.name for r in runs]
+    headline = [
+        {"title": t, "cells": _compare_row([_num(_get(r.metrics, *k)) for r in runs], names)}
+        for t, k in HEADLINE
+    ]
+    classes, wins = [], dict.fromkeys(names, 0)
+    for c in CLASS_NAMES_20:
+        row = _compare_row([_num(_get(r.metrics, "with_unknown", "iou", c)) for r in runs], names)
+        classes.append({"name": c, "swatch": _swatch(c), **row})
+        if row["winner"] in wins:
+            wins[row["winner"]] += 1
+    ious = {r.name: _get(r.metrics, "with_unknown", "iou") for r in runs}
+    logs = {r.name: r.log for r in runs if r.log}
+    return {
+        "runs": [{"name": r.name, "label": r.label} for r in runs],
+        "headline": headline,
+        "classes": classes,
+        "wins": wins,
+        "summary": _comparison_summary(runs, wins),
+        "curves": _figure(
+            loss_multi_figure, logs, missing=None if logs else "no run has a log.csv"
+        ),
+        "delta": _figure(
+            iou_delta_figure,
+            ious,
+            missing=None if all(ious.values()) else "a run has no evaluation",
+        ),
+    }
+
+
+def _comparison_summary(runs: list[Run], wins: dict[str, int]) -> str:
+    scored = [(r, _num(_get(r.metrics, "official", "miou"))) for r in runs]
+    scored = sorted(((r, v) for r, v in scored if v is not None), key=lambda t: -t[1])
+    if len(scored) < 2:
+        return "Fewer than two runs have an evaluation, so there is nothing to compare."
+    (top, a), (second, b) = scored[:2]
+    text = (
+        f"{top.label} wins on official mIoU ({_pct(a)}% vs {_pct(b)}% for {second.name}, "
+        f"{100 * (a - b):+.1f} points)"
+    )
+    if len(runs) > 2:
+        return text + "; classes won: " + ", ".join(f"{n} {k}" for n, k in wins.items()) + "."
+    other = next(n for n in wins if n != top.name)
+    rest = 20 - sum(wins.values())
+    text += (
+        f" and has the higher IoU on {wins[top.name]} of 20 classes; {other} wins on {wins[other]}"
+    )
+    return text + (f", {rest} tied or undefined." if rest else ".")
+
+
+# ---------------------------------------------------------------- sections
+def _figure(build, *args, missing: str | None = None) -> dict:
+    """A figure section: ``{"uri": PNG data URI}``, or ``{"missing": reason}``."""
+    if missing:
+        return {"uri": None, "missing": missing}
+    return {"uri": _uri(figure_bytes(build(*args), "png")), "missing": None}
+
+
+def _samples(build, *args) -> dict:
+    """A sample section; its inputs may be absent (BddsegError): "not available", and why."""
+    try:
+        return {"uri": build(*args), "missing": None}
+    except BddsegError as e:
+        return {"uri": None, "missing": str(e)}
+
+
+def _config_sections(cfg: dict) -> list[dict]:
+    def show(v) -> str:
+        return (
+            " × ".join(map(str, v)) if isinstance(v, list | tuple) else "—" if v is None else str(v)
+        )
+
+    return [
+        {"name": s, "items": [(k, show(v)) for k, v in d.items()]}
+        for s, d in cfg.items()
+        if isinstance(d, dict)
+    ]
+
+
+def _run_context(run: Run, index: int) -> dict:
+    m, conf = run.metrics, run.confusion or {}
+    classes = conf.get("classes") or list(CLASS_NAMES_20)
+    no_conf = run.missing.get("confusion", "confusion.json has no such matrix")
+    ctx = {
+        "id": f"run-{index}",
+        "name": run.name,
+        "label": run.label,
+        "dir": str(run.dir),
+        "summary": _run_summary(run),
+        "config": _config_sections(run.config),
+        "checkpoints": [p.name for p in (run.dir / "best.pt", run.dir / "last.pt") if p.is_file()],
+        "loss": _figure(loss_figure, run.log, missing=run.missing.get("log")),
+        "metrics": m is not None,
+        "missing_eval": run.missing.get("metrics"),
+        "num_images": (m or {}).get("num_images"),
+        "confusion": _figure(
+            confusion_figure,
+            conf.get("matrix"),
+            classes,
+            missing=None if "matrix" in conf else no_conf,
+        ),
+        "image_matrix": _figure(
+            image_matrix_figure,
+            conf.get("image_matrix"),
+            classes,
+            _get(m, "image_level", "support"),
+            missing=None if "image_matrix" in conf else no_conf,
+        ),
+        "samples": [
+            ("Train samples with their masks", _samples(_train_samples, run)),
+            ("Val samples: image | truth | prediction", _samples(_val_samples, run, False)),
+            ("Worst val images by per-image mIoU", _samples(_val_samples, run, True)),
+            ("Test predictions", _samples(_test_samples, run)),
+        ],
+    }
+    if m is not None:
+        ctx["headline"] = [
+            {"title": t, "text": _pct(_get(m, *k)), "style": _shade(_get(m, *k))}
+            for t, k in HEADLINE
+        ]
+        ctx["classes"] = _class_rows(m)
+        ctx["averages"] = _average_rows(m)
+        ctx["iou_share"] = _figure(iou_share_figure, m)
+    return ctx
+
+
+def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+    """Write one self-contained HTML report for ``run_dirs`` to ``out``; returns ``out``.
+
+    One run: its summary, headline numbers, config, curves, per-class table, figures and
+    samples. Several: first a comparison (headline numbers and per-class IoU side by side,
+    deltas against the first run, the better run per class marked, overlaid curves), then
+    each run's section.
+
+    Raises:
+        BddsegError: no run given, or a run directory without ``config.yaml``.
+    """
+    if not run_dirs:
+        raise BddsegError("give at least one run directory")
+    runs = [load_run(d) for d in run_dirs]
+    _unique_names(runs)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bddseg", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    html = env.get_template("report.html").render(
+        title="bddseg report: " + " vs ".join(r.name for r in runs),
+        version=__version__,
+        generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        comparison=_comparison(runs) if len(runs) > 1 else None,
+        runs=[_run_context(r, i) for i, r in enumerate(runs)],
+        legend=[{"name": n, "swatch": _swatch(n)} for n in CLASS_NAMES_20],
+    )
+    atomic_write_text(Path(out), html)
+    return Path(out)

@@ -1,0 +1,335 @@
+"""The report: every plot writes a PNG, and the HTML is self-contained and complete.
+
+Run directories are faked in tmp_path from the file contracts (config.yaml, log.csv,
+eval/val/*, predictions/test/*), with a tiny dataset in the official layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from bddseg import report
+from bddseg.errors import BddsegError
+from bddseg.labels import CLASS_NAMES_20, PALETTE
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+H, W = 36, 64
+STEMS = {"train": ["t0", "t1", "t2"], "val": ["v0", "v1", "v2"], "test": ["s0", "s1"]}
+
+
+def _mask(rng: np.random.Generator) -> np.ndarray:
+    """Horizontal bands of classes, with a block of 255 (unknown)."""
+    m = np.zeros((H, W), np.uint8)
+    for i, c in enumerate(rng.choice(19, size=4, replace=False)):
+        m[i * H // 4 : (i + 1) * H // 4] = c
+    m[: H // 4, : W // 3] = 255
+    return m
+
+
+def make_dataset(root: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for split, stems in STEMS.items():
+        (root / "images" / "10k" / split).mkdir(parents=True, exist_ok=True)
+        for stem in stems:
+            img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+            Image.fromarray(img).save(root / "images" / "10k" / split / f"{stem}.jpg")
+            if split != "test":
+                d = root / "labels" / "sem_seg" / "masks" / split
+                d.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(_mask(rng)).save(d / f"{stem}.png")
+    return root
+
+
+def _metrics(rng: np.random.Generator) -> dict:
+    def per_class(lo=0.0, hi=1.0, none=("train",)):
+        return {
+            n: (None if n in none else round(float(rng.uniform(lo, hi)), 4)) for n in CLASS_NAMES_20
+        }
+
+    share = rng.dirichlet(np.ones(20))
+    official_iou = per_class(none=("train", "unknown"))
+    avg = {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 40}
+    return {
+        "num_images": 3,
+        "official": {
+            "miou": 0.41 + rng.uniform(0, 0.1),
+            "pixel_accuracy": 0.88,
+            "fwiou": 0.8,
+            "iou": official_iou,
+            "precision": per_class(),
+        },
+        "with_unknown": {
+            "miou_19": 0.4,
+            "miou_20": 0.42,
+            "pixel_accuracy": 0.87,
+            "iou": per_class(),
+            "precision": per_class(none=("train", "rider")),
+            "recall": per_class(),
+            "f1": per_class(),
+            "pixel_share": {n: float(s) for n, s in zip(CLASS_NAMES_20, share, strict=True)},
+        },
+        "image_level": {
+            "precision": per_class(),
+            "recall": per_class(),
+            "f1": per_class(),
+            "support": {n: int(rng.integers(0, 4)) for n in CLASS_NAMES_20},
+            "micro": avg,
+            "macro": avg,
+            "weighted": avg,
+            "samples": avg,
+        },
+    }
+
+
+def make_run(
+    parent: Path,
+    name: str,
+    root: Path,
+    loss: str = "ce",
+    weights: str = "none",
+    seed: int = 0,
+    evaluated: bool = True,
+    predicted: bool = True,
+) -> Path:
+    """A run directory following the file contracts of train / evaluate / predict."""
+    rng = np.random.default_rng(seed)
+    run = parent / name
+    run.mkdir(parents=True)
+    cfg = {
+        "data": {"root": str(root), "unknown": "class", "crop": [32, 64]},
+        "model": {"arch": "unet", "encoder": "resnet34"},
+        "loss": {"name": loss, "class_weights": weights},
+        "optim": {"lr": 0.001, "epochs": 2},
+        "run": {"out": str(run), "seed": seed},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cols = "step,epoch,lr,train_loss,val_loss,val_miou,val_pixel_accuracy,images_per_s,time_s"
+    lines = [cols]
+    for step in range(0, 60, 2):
+        val = f"{1.2 - step / 100:.3f},{0.1 + step / 200:.3f},0.8" if step % 20 == 18 else ",,"
+        lines.append(
+            f"{step},{step // 30},0.001,{1.5 - step / 80 + rng.normal(0, 0.05):.4f},{val},12.5,{step}"
+        )
+    (run / "log.csv").write_text("\n".join(lines) + "\n")
+    (run / "best.pt").write_bytes(b"")
+    if evaluated:
+        ev = run / "eval" / "val"
+        (ev / "pred").mkdir(parents=True)
+        (ev / "metrics.json").write_text(json.dumps(_metrics(rng)))
+        m = rng.integers(0, 50, (20, 20)) + np.eye(20, dtype=int) * 500
+        m[16] = 0  # a class absent from the truth: an empty row
+        conf = {
+            "classes": list(CLASS_NAMES_20),
+            "matrix": m.tolist(),
+            "image_matrix": rng.integers(0, 4, (20, 20)).tolist(),
+        }
+        (ev / "confusion.json").write_text(json.dumps(conf))
+        with open(ev / "per_image.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["stem", "miou", "pixel_accuracy"])
+            for stem in STEMS["val"]:
+                w.writerow([stem, f"{rng.uniform(0.1, 0.9):.4f}", "0.9"])
+        for stem in STEMS["val"]:
+            Image.fromarray(rng.integers(0, 20, (H, W), dtype=np.uint8)).save(
+                ev / "pred" / f"{stem}.png"
+            )
+    if predicted:
+        base = run / "predictions" / "test"
+        for kind in ("masks", "color", "overlay"):
+            (base / kind).mkdir(parents=True)
+        for stem in STEMS["test"]:
+            mask = rng.integers(0, 19, (H, W), dtype=np.uint8)
+            Image.fromarray(mask).save(base / "masks" / f"{stem}.png")
+            Image.fromarray(report.colorize(mask)).save(base / "color" / f"{stem}.png")
+            img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+            Image.fromarray(report.overlay(img, mask)).save(base / "overlay" / f"{stem}.jpg")
+    return run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("runs")
+    root = make_dataset(tmp / "bdd100k")
+    return (
+        make_run(tmp, "ce", root, "ce", "none", seed=1),
+        make_run(tmp, "focal", root, "focal", "median", seed=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def two_run_html(runs, tmp_path_factory) -> str:
+    out = report.write_report(list(runs), tmp_path_factory.mktemp("out") / "report.html")
+    return out.read_text(encoding="utf-8")
+
+
+def _is_png(path: Path) -> bool:
+    with Image.open(path) as im:
+        im.verify()
+    return path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 1000
+
+
+def _table(html: str, marker: str) -> str:
+    start = html.index(marker)
+    return html[start : html.index("</table>", start)]
+
+
+# ---------------------------------------------------------------- plots
+def test_overlay_blends_palette_and_leaves_unknown():
+    img = np.full((2, 3, 3), 100, np.uint8)
+    mask = np.array([[0, 13, 255], [19, 0, 1]], np.uint8)
+    out = report.overlay(img, mask, alpha=0.5)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert tuple(out[0, 0]) == tuple(round((100 + c) / 2) for c in PALETTE[0])
+    assert tuple(out[0, 2]) == (100, 100, 100) and tuple(out[1, 0]) == (100, 100, 100)
+    black = report.overlay(img, mask, alpha=1.0, unknown="black")
+    assert tuple(black[0, 2]) == (0, 0, 0) and tuple(black[0, 1]) == PALETTE[13]
+    with pytest.raises(ValueError):
+        report.overlay(img, mask[:1])
+    with pytest.raises(ValueError):
+        report.overlay(img, mask, unknown="white")
+
+
+def test_each_plot_writes_a_png(runs, tmp_path):
+    ce = runs[0]
+    metrics = json.loads((ce / "eval/val/metrics.json").read_text())
+    conf = json.loads((ce / "eval/val/confusion.json").read_text())
+    stats = {
+        "pixel_share": {n: 100 * v for n, v in metrics["with_unknown"]["pixel_share"].items()},
+        "image_count": {n: 3 for n in CLASS_NAMES_20},
+        "weights": {
+            "inverse": dict.fromkeys(CLASS_NAMES_20, 1.0),
+            "median": dict.fromkeys(CLASS_NAMES_20, 2.0),
+        },
+        "num_images": 3,
+    }
+    written = [
+        report.plot_class_stats(stats, tmp_path / "stats.png"),
+        report.plot_class_stats({**stats, "weights": {}}, tmp_path / "stats_linear.png", log=False),
+        report.plot_loss_curves(ce / "log.csv", tmp_path / "loss.png"),
+        report.plot_loss_curves_multi(
+            {"ce": ce / "log.csv", "focal": runs[1] / "log.csv"}, tmp_path / "multi.png"
+        ),
+        report.plot_iou_vs_share(metrics, tmp_path / "iou.png"),
+        report.plot_confusion(conf["matrix"], conf["classes"], tmp_path / "conf.png"),
+        report.plot_image_matrix(conf["image_matrix"], conf["classes"], tmp_path / "img.png"),
+        report.plot_sample_grid(
+            [[np.zeros((H, W, 3), np.uint8)] * 2], tmp_path / "grid.png", [["a", "b"]]
+        ),
+    ]
+    for path in written:
+        assert _is_png(path), path
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_loss_curves_of_an_empty_log(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "step,epoch,lr,train_loss,val_loss,val_miou,val_pixel_accuracy,images_per_s,time_s\n"
+    )
+    assert _is_png(report.plot_loss_curves(log, tmp_path / "loss.png"))
+    with pytest.raises(BddsegError, match="not found"):
+        report.plot_loss_curves(tmp_path / "nope.csv", tmp_path / "x.png")
+
+
+def test_write_eval_plots(runs, tmp_path):
+    ev = runs[0] / "eval" / "val"
+    paths = report.write_eval_plots(ev)
+    assert [p.name for p in paths] == ["iou_vs_share.png", "confusion.png", "image_confusion.png"]
+    assert all(p.parent == ev and _is_png(p) for p in paths)
+    with pytest.raises(BddsegError, match="metrics.json"):
+        report.write_eval_plots(tmp_path)
+
+
+# ---------------------------------------------------------------- HTML
+def _assert_self_contained(html: str) -> None:
+    assert 'src="http' not in html and "src='http" not in html
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+    assert not re.search(r'src="(?!data:)', html), "every src must be a data URI"
+
+
+def test_one_run_report(runs, tmp_path):
+    out = report.write_report([runs[0]], tmp_path / "one.html")
+    html = out.read_text(encoding="utf-8")
+    _assert_self_contained(html)
+    assert "<title>bddseg report: ce</title>" in html
+    assert 'id="compare"' not in html
+    per_class = _table(html, 'class="data sortable per-class"')
+    for name in CLASS_NAMES_20:
+        assert f"</span>{name}</td>" in per_class
+    assert per_class.count("<tr>") == 21  # header row + 20 classes
+    for avg in ("micro avg", "macro avg", "weighted avg", "samples avg"):
+        assert avg in html
+    # loss, IoU-vs-share, confusion, image matrix, train, val, worst, test
+    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count('src="data:image/jpeg;base64,') == 4
+    assert "not available" not in html
+    assert "ce (ce, weights=none): official mIoU" in html
+
+
+def test_two_run_report_compares(two_run_html):
+    html = two_run_html
+    _assert_self_contained(html)
+    assert "<title>bddseg report: ce vs focal</title>" in html
+    table = _table(html, 'id="compare-classes"')
+    for name in CLASS_NAMES_20:
+        assert f"</span>{name}</td>" in table
+    assert "Δ focal" in table
+    deltas = re.findall(r'<td class="sep (?:pos|neg|)" data-v="([^"]+)">', table)
+    assert len(deltas) == 20 and all(re.fullmatch(r"[+-]\d+\.\d|—", d) for d in deltas)
+    assert "★" not in table or 'class="best"' in table
+    winners = re.findall(r'<td class="sep winner" data-v="([^"]+)">', table)
+    assert len(winners) == 20 and set(winners) <= {"ce", "focal", "tie", "—"}
+    assert "wins on official mIoU" in html and "of 20 classes" in html
+    assert 'id="compare-headline"' in html
+    # overlaid curves and IoU deltas + 2 x (4 PNG figures + 4 JPEG sample grids)
+    assert html.count('src="data:image/') == 18
+    assert html.count('<section class="run"') == 2
+
+
+def test_missing_sections_say_not_available(runs, tmp_path):
+    root = Path(yaml.safe_load((runs[0] / "config.yaml").read_text())["data"]["root"])
+    trained = make_run(tmp_path, "trained", root, evaluated=False, predicted=False)
+    moved = make_run(tmp_path, "moved", tmp_path / "gone", evaluated=False, predicted=False)
+    (moved / "log.csv").unlink()
+    html = report.write_report([trained, moved], tmp_path / "r.html").read_text(encoding="utf-8")
+    _assert_self_contained(html)
+    assert "Fewer than two runs have an evaluation" in html
+    first, second = html[html.index('id="run-0"') :], html[html.index('id="run-1"') :]
+    first = first[: first.index('id="run-1"')]
+    for section in (first, second):
+        assert (
+            "metrics.json not found" in section and "predictions/test/overlay not found" in section
+        )
+        assert section.count("<b>not available</b>") >= 6  # eval, 2 matrices, val, worst, test
+    assert "log.csv not found" in second and "log.csv not found" not in first
+    assert second.count("dataset root") == 3  # train, val and worst samples
+    # the overlaid curves (one log); the first run's loss curves and train samples
+    assert html.count('src="data:image/') == 3 and first.count('src="data:image/') == 2
+
+
+def test_run_without_config_is_an_error(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(BddsegError, match="config.yaml"):
+        report.write_report([tmp_path / "run"], tmp_path / "r.html")
+    with pytest.raises(BddsegError, match="not found"):
+        report.write_report([tmp_path / "nope"], tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_cli_report(tmp_path, capsys):
+    from bddseg.cli import main
+
+    run = make_run(tmp_path, "cli", tmp_path / "no-data", evaluated=False, predicted=False)
+    out = tmp_path / "cli.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert out.is_file() and str(out) in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "run directory not found" in capsys.readouterr().err
