@@ -42,3 +42,14 @@ notebook: $(VENV)/.stamp-test
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .ruff_cache
+
+# The official BDD100K evaluator in its own venv (it needs pydantic<2), for the `official`
+# parity test and benchmarks/eval_speed.py. A prerequisite of nothing: tests use it if present.
+OFFICIAL := .venv-official
+.PHONY: .venv-official
+.venv-official: $(OFFICIAL)/.stamp
+$(OFFICIAL)/.stamp:
+	rm -rf $(OFFICIAL)
+	$(PYTHON) -m venv $(OFFICIAL)
+	$(OFFICIAL)/bin/python -m pip --disable-pip-version-check -q install 'bdd100k==1.0.1' 'pydantic<2'
+	touch $@

@@ -169,10 +169,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         raise BddsegError("give --checkpoint CKPT --data ROOT, or --pred PRED_DIR --gt GT_DIR")
     off = result["official"]
+
+    def num(v: float | None) -> str:  # None: nothing labelled to score
+        return "n/a" if v is None else f"{v:.4f}"
+
     print(
-        f"{result['num_images']} images: official mIoU {off['miou']:.4f}, "
-        f"pixel accuracy {off['pixel_accuracy']:.4f}, mIoU(19, unknown as class) "
-        f"{result['with_unknown']['miou_19']:.4f}"
+        f"{result['num_images']} images: official mIoU {num(off['miou'])}, "
+        f"pixel accuracy {num(off['pixel_accuracy'])}, mIoU(19, unknown as class) "
+        f"{num(result['with_unknown']['miou_19'])}"
     )
     print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
@@ -195,9 +199,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         keep_unknown=args.keep_unknown,
         video_fps=args.video_fps,
         workers=args.workers,
+        window=args.window,
     )
     print(f"wrote {summary['written']} prediction(s) to {args.out}; skipped {summary['skipped']}")
-    return 0
+    return EXIT_BAD_INPUT if summary["skipped"] and not summary["written"] else 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -219,7 +224,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from bddseg.bench import run_inference_bench
 
-    run_inference_bench(device=args.device, batch_sizes=[int(b) for b in _csv(args.batch_sizes)], out=args.out)
+    run_inference_bench(
+        device=args.device,
+        batch_sizes=[int(b) for b in _csv(args.batch_sizes)] if args.batch_sizes else None,
+        out=args.out,
+        variants=_csv(args.variants) if args.variants else None,
+        iters=args.iters,
+        warmup=args.warmup,
+        checkpoint=args.checkpoint,
+    )
     return 0
 
 
@@ -319,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--keep-unknown", action="store_true", help="write 255 where the model says unknown")
     pr.add_argument("--video-fps", type=float, default=1.0, help="frames per second sampled from videos")
     pr.add_argument("--workers", type=int, default=2)
+    pr.add_argument("--window", type=_hw, help="predict in overlapping HxW tiles")
     pr.set_defaults(func=_cmd_predict)
 
     ex = sub.add_parser("export", help="export a checkpoint to ONNX")
@@ -335,7 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="inference speed at 720x1280 (see benchmarks/)")
     b.add_argument("--device", default="cpu")
-    b.add_argument("--batch-sizes", default="1,8")
+    b.add_argument("--batch-sizes", help="comma list; default 1 on CPU, 1,8 on CUDA")
+    b.add_argument(
+        "--variants",
+        help="comma list of fp32,channels_last,bf16,compile,onnxruntime,cl+bf16+compile "
+        "(default: all but the last)",
+    )
+    b.add_argument("--iters", type=int, help="timed calls per row (default 3 on CPU, 20 on CUDA)")
+    b.add_argument("--warmup", type=int, help="untimed calls first (default 1 on CPU, 5 on CUDA)")
+    b.add_argument("--checkpoint", help="time this model instead of a random U-Net/ResNet34")
     b.add_argument("--out", help="also write the results as JSON")
     b.set_defaults(func=_cmd_bench)
 
