@@ -132,7 +132,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bddseg.config import load_config
     from bddseg.train import train
 
-    cfg = load_config(args.config, overrides=_train_overrides(args))
+    saved = Path(args.out or "") / "config.yaml"
+    base = None
+    if args.resume and args.out and not args.config and saved.is_file():
+        base = load_config(saved)  # `bddseg train --out RUN --resume` continues RUN as it was
+    cfg = load_config(args.config, overrides=_train_overrides(args), base=base)
     if not cfg.data.root:
         raise BddsegError("no dataset: give --data ROOT (or data.root in the config)")
     result = train(cfg)
@@ -232,6 +236,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         iters=args.iters,
         warmup=args.warmup,
         checkpoint=args.checkpoint,
+        threads=args.threads,
     )
     return 0
 
@@ -353,11 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--variants",
         help="comma list of fp32,channels_last,bf16,compile,onnxruntime,cl+bf16+compile "
-        "(default: all but the last)",
+        "(default: all on CUDA, all but the last on CPU)",
     )
     b.add_argument("--iters", type=int, help="timed calls per row (default 3 on CPU, 20 on CUDA)")
     b.add_argument("--warmup", type=int, help="untimed calls first (default 1 on CPU, 5 on CUDA)")
     b.add_argument("--checkpoint", help="time this model instead of a random U-Net/ResNet34")
+    b.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
     b.add_argument("--out", help="also write the results as JSON")
     b.set_defaults(func=_cmd_bench)
 

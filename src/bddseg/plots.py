@@ -437,8 +437,8 @@ def image_matrix_figure(
         [[f"{int(v):,}" if v else "" for v in row] for row in m],
         classes,
         title="Image-level matrix (classification view, image counts)",
-        xlabel="predicted present",
-        ylabel="present in truth",
+        xlabel="predicted present (diagonal: images where the class was predicted)",
+        ylabel="present in truth (off-diagonal: missed here)",
         cbar="share of the images containing the true class",
     )
 

@@ -1,0 +1,652 @@
+"""Full-resolution inference: a :class:`Predictor` over a PyTorch checkpoint or an ONNX file.
+
+Three lines::
+
+    import bddseg
+    p = bddseg.load_predictor("runs/bdd100k_unet_r34/best.pt")  # or "model.onnx"
+    mask = p.predict("frame.jpg")  # np.uint8 (H, W), train ids 0..18
+
+Both runtimes share the same pre-processing (:func:`preprocess`, ImageNet mean/std on [0, 1]
+RGB), padding to a multiple of 32 and cropping back, test-time augmentation, sliding
+windows and the mapping of scores to official train ids (:func:`to_class_map`).
+Files, folders, globs and videos are handled by :func:`predict_inputs` (the I/O half of this
+module, below the Predictor).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib.util
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bddseg.data import IMAGE_SUFFIXES, normalize_image, read_image
+from bddseg.errors import BddsegError
+from bddseg.files import atomic_path
+from bddseg.labels import IGNORE_VALUE, NUM_CLASSES, palette_256
+
+# tta name -> (scales, with horizontal flips)
+TTA_MODES: dict[str, tuple[tuple[float, ...], bool]] = {
+    "none": ((1.0,), False),
+    "flip": ((1.0,), True),
+    "flip+scales": ((0.75, 1.0, 1.25), True),
+}
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+ImageLike = np.ndarray | torch.Tensor | str | Path
+
+
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB ``(..., 3, H, W)`` -> float32 ImageNet-normalised, same shape and device.
+
+    The one normalisation is :func:`bddseg.data.normalize_image` (what training saw); it is
+    applied on the batch, on the predictor's device.
+    """
+    return normalize_image(images)
+
+
+def to_class_map(scores: torch.Tensor, keep_unknown: bool = False) -> torch.Tensor:
+    """Scores ``(N, C, H, W)`` (logits or probabilities) -> uint8 train ids ``(N, H, W)``.
+
+    For a 20-class model, ``unknown`` (19) is never written: by default each pixel gets the
+    best of the 19 real classes (argmax over the first 19 scores), which is what the official
+    evaluator rewards; with ``keep_unknown=True`` pixels whose argmax is 19 become 255.
+    The official evaluator counts a predicted 255 (or 19) on a labelled pixel as a miss.
+    """
+    if scores.shape[1] > NUM_CLASSES and not keep_unknown:
+        return scores[:, :NUM_CLASSES].argmax(1).to(torch.uint8)
+    ids = scores.argmax(1)
+    ids[ids >= NUM_CLASSES] = IGNORE_VALUE
+    return ids.to(torch.uint8)
+
+
+def _starts(size: int, win: int, stride: int) -> list[int]:
+    if size <= win:
+        return [0]
+    return [*range(0, size - win, stride), size - win]
+
+
+def sliding_window_probs(
+    forward: Forward, x: torch.Tensor, window: tuple[int, int], overlap: float = 0.25
+) -> torch.Tensor:
+    """Average softmax over overlapping ``window`` tiles of ``x`` ``(N, 3, H, W)``.
+
+    Tiles are ``min(window, image)`` in size, spaced ``(1 - overlap) * window`` apart, the
+    last one flush with the border; every pixel is covered at least once.
+    Returns float32 ``(N, C, H, W)`` probabilities.
+    """
+    n, _, h, w = x.shape
+    wh, ww = min(window[0], h), min(window[1], w)
+    sh, sw = max(1, int(wh * (1 - overlap))), max(1, int(ww * (1 - overlap)))
+    total = None
+    count = torch.zeros((1, 1, h, w), device=x.device)
+    for y in _starts(h, wh, sh):
+        for x0 in _starts(w, ww, sw):
+            p = forward(x[..., y : y + wh, x0 : x0 + ww]).float().softmax(1)
+            if total is None:
+                total = torch.zeros((n, p.shape[1], h, w), device=p.device)
+            total[..., y : y + wh, x0 : x0 + ww] += p
+            count[..., y : y + wh, x0 : x0 + ww] += 1
+    return total / count.to(total.device)
+
+
+def tta_probs(probs_fn: Forward, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Mean softmax over the views of ``tta`` (see :data:`TTA_MODES`).
+
+    Each view rescales ``x`` (bilinear), optionally flips it horizontally, runs ``probs_fn``
+    (normalised images -> probabilities), undoes the flip and resizes back to ``(H, W)``.
+    """
+    scales, flip = TTA_MODES[tta]
+    h, w = x.shape[-2:]
+    total, views = None, 0
+    for s in scales:
+        size = (round(h * s), round(w * s))
+        xs = x if s == 1.0 else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        for flipped in (False, True) if flip else (False,):
+            p = probs_fn(xs.flip(-1) if flipped else xs)
+            if flipped:
+                p = p.flip(-1)
+            if s != 1.0:
+                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            total = p if total is None else total + p
+            views += 1
+    return total / views
+
+
+def _as_chw(image: ImageLike) -> torch.Tensor:
+    """One image (uint8 HxWx3 array, uint8 3xHxW tensor or a path) -> uint8 tensor (3, H, W)."""
+    if isinstance(image, str | Path):
+        return read_image(Path(image))
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+            raise BddsegError(
+                f"expected a uint8 HxWx3 RGB array, got {image.dtype} with shape {image.shape}"
+            )
+        rgb = np.ascontiguousarray(image[..., :3])
+        if not rgb.flags.writeable:  # torch.from_numpy warns on read-only arrays (PIL's)
+            rgb = rgb.copy()
+        return torch.from_numpy(rgb).permute(2, 0, 1)
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise BddsegError(
+                f"expected a uint8 3xHxW tensor, got {image.dtype} with shape {tuple(image.shape)}"
+            )
+        return image
+    raise BddsegError(f"cannot use {type(image).__name__} as an image (array, tensor or path)")
+
+
+class Predictor:
+    """Images in, official train-id masks out, at the input's full resolution.
+
+    Args:
+        forward: normalised float images ``(N, 3, H, W)`` of any size -> logits
+            ``(N, C, H, W)`` (padding to the network's multiple is the forward's job).
+        num_classes: 19, or 20 for a model with ``unknown``.
+        device: where inputs are sent before ``forward``.
+        tta: ``"none"``, ``"flip"`` (mean softmax of the image and its mirror) or
+            ``"flip+scales"`` (scales 0.75, 1.0, 1.25, each with its mirror: 6 passes).
+        window: ``(h, w)`` to predict in overlapping tiles (averaged softmax) instead of one
+            pass; for images too large for memory. ``None``: one pass, unless ``forward``
+            has a ``max_size`` (a fixed-shape ONNX file) that the image exceeds.
+        overlap: fraction of a window shared with its neighbour.
+        keep_unknown: see :func:`to_class_map`. The official evaluator counts 255 as a miss.
+    """
+
+    def __init__(
+        self,
+        forward: Forward,
+        num_classes: int,
+        *,
+        device: str | torch.device = "cpu",
+        tta: str = "none",
+        window: tuple[int, int] | None = None,
+        overlap: float = 0.25,
+        keep_unknown: bool = False,
+    ):
+        if tta not in TTA_MODES:
+            raise BddsegError(f"unknown tta {tta!r} (valid: {', '.join(TTA_MODES)})")
+        if not 0.0 <= overlap < 1.0:
+            raise BddsegError(f"overlap must be in [0, 1), got {overlap}")
+        self.forward = forward
+        self.num_classes = num_classes
+        self.device = torch.device(device)
+        self.tta = tta
+        self.window = window
+        self.overlap = overlap
+        self.keep_unknown = keep_unknown
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        bf16: bool = False,
+        **options: Any,
+    ) -> Predictor:
+        """A PyTorch predictor; ``bf16`` runs the network under bfloat16 autocast."""
+        from bddseg.model import forward_padded, model_from_checkpoint
+
+        device = torch.device(device)
+        model, _ = model_from_checkpoint(path, device)
+        num_classes = model.segmentation_head[0].out_channels
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                return forward_padded(model, x).float()
+
+        forward.model = model  # type: ignore[attr-defined]  # for callers that want the module
+        return cls(forward, num_classes, device=device, **options)
+
+    @classmethod
+    def from_onnx(
+        cls, path: str | Path, device: str | torch.device = "cpu", **options: Any
+    ) -> Predictor:
+        """An onnxruntime predictor with the same pre- and post-processing."""
+        from bddseg.export import OnnxForward
+
+        forward = OnnxForward(path, device=str(device))
+        return cls(forward, forward.num_classes, device="cpu", **options)
+
+    # ---------------------------------------------------------------- tensors
+    def _batch(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Anything accepted -> normalised float32 ``(N, 3, H, W)`` on ``self.device``.
+
+        A float tensor is taken as already normalised (what the training Dataset yields).
+        """
+        if isinstance(images, torch.Tensor) and images.is_floating_point():
+            x = images if images.ndim == 4 else images[None]
+            return x.to(self.device)
+        if isinstance(images, torch.Tensor) and images.ndim == 4:
+            chw = list(images)
+        elif (
+            isinstance(images, list | tuple) or isinstance(images, np.ndarray) and images.ndim == 4
+        ):
+            chw = [_as_chw(a) for a in images]
+        else:
+            chw = [_as_chw(images)]
+        sizes = {tuple(c.shape[-2:]) for c in chw}
+        if len(sizes) != 1:
+            raise BddsegError(f"a batch needs images of one size, got {sorted(sizes)}")
+        return preprocess(torch.stack(chw).to(self.device))
+
+    def logits(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Raw logits ``(N, C, H, W)`` float32 of one plain pass (no TTA, no window)."""
+        return self.forward(self._batch(images)).float()
+
+    def _window_for(self, x: torch.Tensor) -> tuple[int, int] | None:
+        if self.window is not None:
+            return self.window
+        max_size = getattr(self.forward, "max_size", None)  # a fixed-shape ONNX file
+        if max_size and (x.shape[-2] > max_size[0] or x.shape[-1] > max_size[1]):
+            return max_size
+        return None
+
+    def _view_probs(self, x: torch.Tensor) -> torch.Tensor:
+        window = self._window_for(x)
+        if window is None:
+            return self.forward(x).float().softmax(1)
+        return sliding_window_probs(self.forward, x, window, self.overlap)
+
+    def probs(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """Softmax ``(N, C, H, W)`` averaged over the TTA views and the windows."""
+        return tta_probs(self._view_probs, self._batch(images), self.tta)
+
+    def scores(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """What the masks are the argmax of: logits for one plain pass, else :meth:`probs`."""
+        x = self._batch(images)
+        if self.tta == "none" and self._window_for(x) is None:
+            return self.forward(x).float()
+        return tta_probs(self._view_probs, x, self.tta)
+
+    def class_map(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+        """uint8 train ids ``(N, H, W)`` on ``self.device`` (see :func:`to_class_map`)."""
+        return to_class_map(self.scores(images), self.keep_unknown)
+
+    # ---------------------------------------------------------------- numpy
+    def predict(self, image: ImageLike) -> np.ndarray:
+        """One image (uint8 HxWx3 RGB array, uint8 3xHxW tensor or path) -> uint8 ``(H, W)``.
+
+        Values are train ids 0..18, or 255 where the model says ``unknown`` when
+        ``keep_unknown`` is set (the official evaluator counts 255 as a miss).
+        """
+        return self.class_map(image)[0].cpu().numpy()
+
+    def predict_batch(self, images: Sequence[ImageLike], batch_size: int = 8) -> list[np.ndarray]:
+        """Many images (sizes may differ) -> their masks, in order; same-size images share
+        batches of at most ``batch_size``."""
+        chw = [_as_chw(a) for a in images]
+        out: list[np.ndarray | None] = [None] * len(chw)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(chw):
+            by_size.setdefault(tuple(c.shape[-2:]), []).append(i)
+        for idx in by_size.values():
+            for k in range(0, len(idx), batch_size):
+                part = idx[k : k + batch_size]
+                maps = self.class_map([chw[i] for i in part]).cpu().numpy()
+                for i, m in zip(part, maps, strict=True):
+                    out[i] = m
+        return out  # type: ignore[return-value]
+
+
+def load_predictor(path: str | Path, device: str = "cpu", **options: Any) -> Predictor:
+    """A :class:`Predictor` for a checkpoint (``.pt``: PyTorch) or ``.onnx`` (onnxruntime).
+
+    ``options`` go to :class:`Predictor` (``tta``, ``window``, ``overlap``, ``keep_unknown``).
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        return Predictor.from_onnx(p, device, **options)
+    if p.suffix.lower() in (".pt", ".pth", ".ckpt"):
+        return Predictor.from_checkpoint(p, device, **options)
+    raise BddsegError("unknown model file type: expected a .pt checkpoint or an .onnx file", p)
+
+
+# ====================================================================== files, folders, videos
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi")
+FORMATS = {"mask": ("masks", ".png"), "color": ("color", ".png"), "overlay": ("overlay", ".jpg")}
+_LUT = np.array(palette_256(), dtype=np.uint8)  # train id -> RGB; 19 and 255 -> black
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {text[0][:160]}" if text else e.__class__.__name__
+
+
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """Output names (file stems), made unique where several inputs share a stem.
+
+    Each clashing file is named by its path relative to the deepest folder the clashing
+    files share, ``/`` becoming ``__`` (``a/x.jpg``, ``b/x.jpg`` -> ``a__x``, ``b__x``); files
+    that still clash (``x.jpg``, ``x.png`` in one folder) get their extension appended
+    (``x_jpg``, ``x_png``).
+    """
+    names = [p.stem for p in paths]
+    groups: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        groups.setdefault(n, []).append(i)
+    for idx in groups.values():
+        if len(idx) < 2:
+            continue
+        full = [paths[i].resolve() for i in idx]
+        common = Path(os.path.commonpath([str(f.parent) for f in full]))
+        rel = ["__".join(f.relative_to(common).with_suffix("").parts) for f in full]
+        for i, r, f in zip(idx, rel, full, strict=True):
+            names[i] = r if rel.count(r) == 1 else f"{r}_{f.suffix.lstrip('.').lower()}"
+    return names
+
+
+def expand_inputs(inputs: Sequence[str]) -> tuple[list[tuple[Path, str]], dict[str, str]]:
+    """Files, folders (recursive images), globs -> ``[(path, output name)]`` plus the inputs
+    that gave nothing, ``{input: reason}``. A file named twice is used once."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+    empty: dict[str, str] = {}
+
+    def add(p: Path) -> None:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            found.append(p)
+
+    def folder(d: Path) -> int:
+        files = sorted(
+            f for f in d.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+        )
+        for f in files:
+            add(f)
+        return len(files)
+
+    for s in inputs:
+        p = Path(s)
+        if p.is_dir():
+            if not folder(p):
+                empty[s] = "no .jpg/.jpeg/.png images in this folder"
+        elif p.is_file():
+            add(p)
+        elif any(c in s for c in "*?["):
+            n = 0
+            for m in sorted(glob.glob(s, recursive=True)):
+                mp = Path(m)
+                if mp.is_dir():
+                    n += folder(mp)
+                elif mp.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+                    add(mp)
+                    n += 1
+            if not n:
+                empty[s] = "no image or video matches this pattern"
+        else:
+            empty[s] = "no such file or folder"
+    return list(zip(found, unique_names(found), strict=True)), empty
+
+
+def _video_backend(path: Path) -> str:
+    for name in ("av", "cv2"):
+        if importlib.util.find_spec(name) is not None:
+            return name
+    raise BddsegError(
+        "cannot decode videos: no video backend installed; pip install av "
+        "(or opencv-python-headless)",
+        path,
+    )
+
+
+def read_video_frames(path: Path, fps: float) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(frame index, uint8 RGB (3, H, W))`` for frames sampled ``fps`` times a second
+    (the first frame at or after each multiple of ``1 / fps`` s), with PyAV or else OpenCV."""
+    backend = _video_backend(path)
+    frames = _frames_av(path) if backend == "av" else _frames_cv2(path)
+    next_t = 0.0
+    try:
+        for idx, t, get in frames:
+            if t + 1e-6 >= next_t:
+                yield idx, get()
+                next_t = (math.floor((t + 1e-6) * fps) + 1) / fps
+    except BddsegError:
+        raise
+    except Exception as e:  # decoders raise many types for corrupt streams
+        raise BddsegError(f"cannot decode video ({_first_line(e)})", path) from None
+
+
+def _frames_av(path: Path) -> Iterator[tuple[int, float, Callable[[], torch.Tensor]]]:
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as e:
+        raise BddsegError(f"cannot open video ({_first_line(e)})", path) from None
+    with container:
+        if not container.streams.video:
+            raise BddsegError("no video stream in this file", path)
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or 30)
+        t0 = None
+        for idx, frame in enumerate(container.decode(stream)):
+            t = frame.time if frame.time is not None else idx / rate
+            t0 = t if t0 is None else t0
+            rgb = frame.to_ndarray  # decode to RGB only for the frames kept
+            yield (
+                idx,
+                t - t0,
+                lambda rgb=rgb: torch.from_numpy(rgb(format="rgb24")).permute(2, 0, 1),
+            )
+
+
+def _frames_cv2(path: Path) -> Iterator[tuple[int, float, Callable[[], torch.Tensor]]]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise BddsegError("cannot open video (OpenCV)", path)
+    rate = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    try:
+        idx = 0
+        while cap.grab():
+            yield idx, idx / rate, functools.partial(_retrieve_cv2, cap, idx, path)
+            idx += 1
+    finally:
+        cap.release()
+
+
+def _retrieve_cv2(cap, idx: int, path: Path) -> torch.Tensor:
+    ok, bgr = cap.retrieve()
+    if not ok:
+        raise BddsegError(f"cannot decode frame {idx}", path)
+    return torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(2, 0, 1)
+
+
+class _Decoded(torch.utils.data.IterableDataset):
+    """Decodes inputs in DataLoader workers; yields ``(name, source, image | None, problem)``."""
+
+    def __init__(self, items: list[tuple[Path, str]], video_fps: float):
+        self.items = items
+        self.video_fps = video_fps
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid, n = (info.id, info.num_workers) if info else (0, 1)
+        for path, name in self.items[wid::n]:
+            try:
+                if path.suffix.lower() in VIDEO_SUFFIXES:
+                    for idx, frame in read_video_frames(path, self.video_fps):
+                        yield f"{name}_{idx:06d}", str(path), frame, None
+                else:
+                    yield name, str(path), read_image(path), None
+            except BddsegError as e:
+                yield name, str(path), None, e.problem
+
+
+def _same_size_batches(
+    samples, batch_size: int, skip: Callable[[str, str], None]
+) -> Iterator[list[tuple[str, torch.Tensor]]]:
+    """Group decoded ``(name, source, image, problem)`` samples into lists of at most
+    ``batch_size`` ``(name, image)`` of one size; failed samples go to ``skip``."""
+    pending: dict[tuple[int, int], list] = {}
+    for name, source, image, problem in samples:
+        if image is None:
+            skip(source, problem)
+            continue
+        key = tuple(image.shape[-2:])
+        pending.setdefault(key, []).append((name, image))
+        if len(pending[key]) >= batch_size:
+            yield pending.pop(key)
+    yield from pending.values()
+
+
+def _identity(x):
+    return x
+
+
+def write_outputs(
+    out_dir: Path, name: str, image: np.ndarray, mask: np.ndarray, formats: Sequence[str]
+) -> None:
+    """Write ``masks/NAME.png`` (L, train ids), ``color/NAME.png`` (RGB, official palette) and
+    ``overlay/NAME.jpg`` (image and colors half and half; 255 shows the image), atomically.
+
+    Args:
+        image: uint8 ``(H, W, 3)`` RGB. mask: uint8 ``(H, W)``.
+    """
+    from PIL import Image
+
+    def save(array: np.ndarray, fmt: str, **kw: Any) -> None:
+        sub, suffix = FORMATS[fmt]
+        with atomic_path(out_dir / sub / f"{name}{suffix}") as tmp:
+            Image.fromarray(array).save(tmp, format="JPEG" if suffix == ".jpg" else "PNG", **kw)
+
+    if "mask" in formats:
+        save(mask, "mask")
+    if "color" in formats or "overlay" in formats:
+        color = _LUT[mask]
+        if "color" in formats:
+            save(color, "color")
+        if "overlay" in formats:
+            blend = ((image.astype(np.uint16) + color) // 2).astype(np.uint8)
+            save(np.where((mask == IGNORE_VALUE)[..., None], image, blend), "overlay", quality=90)
+
+
+def predict_inputs(
+    inputs: Sequence[str],
+    out_dir: str | Path,
+    checkpoint: str | Path | None = None,
+    onnx: str | Path | None = None,
+    formats: Sequence[str] = ("mask", "color", "overlay"),
+    tta: str = "none",
+    batch_size: int = 1,
+    device: str = "cpu",
+    keep_unknown: bool = False,
+    video_fps: float = 1.0,
+    workers: int = 2,
+    progress: bool = True,
+    window: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """Predict every image, folder (recursive .jpg/.jpeg/.png), glob and video in ``inputs``.
+
+    Writes, per image or sampled video frame (``STEM_000123``, the source frame index),
+    the files of :func:`write_outputs` under ``out_dir``, at the input's size. Masks are
+    official submissions (0..18; 255 only with ``keep_unknown``, which the official
+    evaluator counts as a miss). DataLoader workers decode ahead; same-size images are
+    batched; ``window`` (h, w) predicts in overlapping tiles (see :class:`Predictor`).
+    An input that cannot be read is reported on stderr (one line) and skipped.
+    Stem clashes are resolved by :func:`unique_names`.
+
+    Returns:
+        ``{"written": n, "skipped": n, "skipped_files": [...], "problems": {path: reason},
+        "seconds": s}``.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise BddsegError(f"unknown output format(s) {bad} (valid: {', '.join(FORMATS)})")
+    if batch_size < 1 or video_fps <= 0 or workers < 0:
+        raise BddsegError("batch_size must be >= 1, video_fps > 0 and workers >= 0")
+    if (checkpoint is None) == (onnx is None):
+        raise BddsegError("give exactly one of checkpoint or onnx")
+    items, problems = expand_inputs(inputs)
+    if not items and not problems:
+        raise BddsegError("no inputs given")
+    videos = [p for p, _ in items if p.suffix.lower() in VIDEO_SUFFIXES]
+    if videos:
+        _video_backend(videos[0])  # fail before loading the model
+    predictor = load_predictor(
+        checkpoint if checkpoint is not None else onnx,
+        device,
+        tta=tta,
+        keep_unknown=keep_unknown,
+        window=window,
+    )
+    out_dir = Path(out_dir)
+    start = time.perf_counter()
+    workers = min(workers, len(items))
+    loader = torch.utils.data.DataLoader(
+        _Decoded(items, video_fps),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=2 * batch_size if workers else None,
+    )
+    console = Console(stderr=True)
+
+    def warn(source: str, problem: str) -> None:
+        problems[source] = problem
+        console.print(
+            f"warning: {source}: {problem}; skipped", markup=False, highlight=False, soft_wrap=True
+        )
+
+    for source, problem in list(problems.items()):
+        warn(source, problem)
+    written = 0
+    columns = (TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = Progress(*columns, console=console, disable=not progress)
+    with bar, ThreadPoolExecutor(max_workers=2) as pool:  # PNG/JPEG encoding overlaps the model
+        task = bar.add_task("predict", total=None if videos else len(items))
+
+        def skip(source: str, problem: str) -> None:
+            warn(source, problem)
+            bar.advance(task)
+
+        futures: deque = deque()
+        for group in _same_size_batches(loader, batch_size, skip):
+            maps = predictor.class_map(torch.stack([image for _, image in group])).cpu().numpy()
+            for (name, image), mask in zip(group, maps, strict=True):
+                hwc = image.permute(1, 2, 0).numpy()
+                futures.append(pool.submit(write_outputs, out_dir, name, hwc, mask, formats))
+            written += len(group)
+            bar.advance(task, len(group))
+            while len(futures) > 2 * batch_size + 2:  # bounds memory; raises write errors
+                futures.popleft().result()
+        for f in futures:
+            f.result()
+    return {
+        "written": written,
+        "skipped": len(problems),
+        "skipped_files": list(problems),
+        "problems": problems,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+__all__ = [
+    "TTA_MODES",
+    "Predictor",
+    "load_predictor",
+    "predict_inputs",
+    "preprocess",
+    "read_video_frames",
+    "unique_names",
+    "write_outputs",
+    "sliding_window_probs",
+    "tta_probs",
+    "to_class_map",
+]
