@@ -57,7 +57,10 @@ OUT = Path(os.environ.get("BDDSEG_WALKTHROUGH_OUT", "walkthrough_out"))
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 print("bddseg", bddseg.__version__)""",
     ),
-    ("md", "## The dataset\n\nThe official layout, found by `find_layout` (it also accepts the layout without the top `bdd100k/` folder and the original notebook's `images/{train,valid}` layout)."),
+    (
+        "md",
+        "## The dataset\n\nThe official layout, found by `find_layout` (it also accepts the layout without the top `bdd100k/` folder and the original notebook's `images/{train,valid}` layout).",
+    ),
     (
         "code",
         """if DATA_ROOT is None:
@@ -73,7 +76,10 @@ for split in ("train", "val", "test"):
 report = check_dataset(root, workers=os.cpu_count())
 print("problems found by `bddseg data check`:", len(report.problems))""",
     ),
-    ("md", "The 19 official classes (train ids and colours of the official toolkit) and `unknown`, the raw value 255, which the original project trains as class 19."),
+    (
+        "md",
+        "The 19 official classes (train ids and colours of the official toolkit) and `unknown`, the raw value 255, which the original project trains as class 19.",
+    ),
     (
         "code",
         """rows = "".join(
@@ -90,7 +96,10 @@ display(HTML(f"<table><tr><th>id</th><th>colour</th><th>class</th></tr>{rows}</t
 tiles = [overlay(read_image(p.image).permute(1, 2, 0).numpy(), read_mask(p.mask).numpy()) for p in pairs]
 display(Image(filename=str(plot_sample_grid([[t] for t in tiles], OUT / "train_samples.png"))))""",
     ),
-    ("md", "Class statistics: share of pixels, images containing each class, and the class weights used by the focal-loss experiment. The imbalance is the point of the second experiment."),
+    (
+        "md",
+        "Class statistics: share of pixels, images containing each class, and the class weights used by the focal-loss experiment. The imbalance is the point of the second experiment.",
+    ),
     (
         "code",
         """stats = compute_stats(root, split="train", workers=os.cpu_count())
@@ -99,7 +108,10 @@ print(f"{'class':<14} {'pixels %':>9} {'images':>7} {'median-freq weight':>19}")
 for name in labels.CLASS_NAMES_20:
     print(f"{name:<14} {stats['pixel_share'][name]:>9.3f} {stats['image_count'][name]:>7} {stats['weights']['median'][name]:>19.3f}")""",
     ),
-    ("md", "## The model\n\nA U-Net with a ResNet34 encoder from segmentation_models_pytorch; ImageNet weights by default (`--no-pretrained` here: no internet on the machines this notebook is tested on)."),
+    (
+        "md",
+        "## The model\n\nA U-Net with a ResNet34 encoder from segmentation_models_pytorch; ImageNet weights by default (`--no-pretrained` here: no internet on the machines this notebook is tested on).",
+    ),
     (
         "code",
         """import dataclasses
@@ -123,7 +135,10 @@ del model""",
 print("best val mIoU during training:", res_ce.best_miou)
 display(Image(filename=str(res_ce.run_dir / "loss_curves.png")))""",
     ),
-    ("md", "## Training with focal loss + class weights\n\nSoftmax focal loss (as fastai's `FocalLossFlat`) with median-frequency class weights from the statistics above."),
+    (
+        "md",
+        "## Training with focal loss + class weights\n\nSoftmax focal loss (as fastai's `FocalLossFlat`) with median-frequency class weights from the statistics above.",
+    ),
     (
         "code",
         """cfg_focal = demo_config(root, OUT / "runs" / "focal", loss="focal") if DATA_ROOT is None else load_config(
@@ -134,7 +149,10 @@ res_focal = train(cfg_focal)
 print("best val mIoU during training:", res_focal.best_miou)
 display(Image(filename=str(res_focal.run_dir / "loss_curves.png")))""",
     ),
-    ("md", "## Evaluation\n\n`evaluate_checkpoint` runs each best checkpoint over the val split at full resolution and fills one confusion matrix; every metric derives from it. `official` is exactly the BDD100K benchmark's definition (mIoU over the classes present in the val truth); `with_unknown` is the original notebook's 20-class view."),
+    (
+        "md",
+        "## Evaluation\n\n`evaluate_checkpoint` runs each best checkpoint over the val split at full resolution and fills one confusion matrix; every metric derives from it. `official` is exactly the BDD100K benchmark's definition (mIoU over the classes present in the val truth); `with_unknown` is the original notebook's 20-class view.",
+    ),
     (
         "code",
         """metrics = {}
@@ -144,7 +162,10 @@ for name, res in (("ce", res_ce), ("focal", res_focal)):
     print(f"{name:>5}: official mIoU {off['miou']:.3f}  pixel acc {off['pixel_accuracy']:.3f}  "
           f"fwIoU {off['fwiou']:.3f}  mIoU(19, unknown as class) {wu['miou_19']:.3f}  mIoU(20) {wu['miou_20']:.3f}")""",
     ),
-    ("md", "The per-class table of the cross-entropy model (as in the original's results), then its IoU vs pixel-share chart and confusion matrix:"),
+    (
+        "md",
+        "The per-class table of the cross-entropy model (as in the original's results), then its IoU vs pixel-share chart and confusion matrix:",
+    ),
     (
         "code",
         """def per_class_table(m):
@@ -162,7 +183,10 @@ display(per_class_table(metrics["ce"]))
 for png in ("iou_vs_share.png", "confusion.png"):
     display(Image(filename=str(res_ce.run_dir / "eval" / "val" / png)))""",
     ),
-    ("md", "The image-level view: a class is present in an image if at least one pixel has it; the classification report and the class matrix of the original project."),
+    (
+        "md",
+        "The image-level view: a class is present in an image if at least one pixel has it; the classification report and the class matrix of the original project.",
+    ),
     (
         "code",
         """il = metrics["ce"]["image_level"]
@@ -171,7 +195,10 @@ for avg in ("micro", "macro", "weighted", "samples"):
     print(f"{avg:>8} avg: precision {a['precision']:.3f}  recall {a['recall']:.3f}  f1 {a['f1']:.3f}")
 display(Image(filename=str(res_ce.run_dir / "eval" / "val" / "image_confusion.png")))""",
     ),
-    ("md", "## Visualisation\n\nValidation images: truth vs prediction (the predicted masks `evaluate` saved), then predictions on the test split with `predict_inputs`, the function behind `bddseg predict`."),
+    (
+        "md",
+        "## Visualisation\n\nValidation images: truth vs prediction (the predicted masks `evaluate` saved), then predictions on the test split with `predict_inputs`, the function behind `bddseg predict`.",
+    ),
     (
         "code",
         """from PIL import Image as PILImage
@@ -198,7 +225,10 @@ display(Image(filename=str(plot_sample_grid(tiles, OUT / "test_samples.png"))))"
 mask = predictor.predict(list_pairs(root, "test")[0].image)
 print(mask.shape, mask.dtype, "classes:", sorted(set(np.unique(mask).tolist())))""",
     ),
-    ("md", "## Comparison of the two runs\n\nOne self-contained HTML report compares them class by class (`bddseg report runs/ce runs/focal`)."),
+    (
+        "md",
+        "## Comparison of the two runs\n\nOne self-contained HTML report compares them class by class (`bddseg report runs/ce runs/focal`).",
+    ),
     (
         "code",
         """html = write_report([res_ce.run_dir, res_focal.run_dir], OUT / "report.html")
@@ -212,7 +242,10 @@ rows = "".join(
 )
 display(HTML(f"<table><tr><th>class</th><th>IoU ce</th><th>IoU focal+w</th><th>better</th></tr>{rows}</table>"))""",
     ),
-    ("md", "## Conclusion\n\nWritten from the numbers above, so it stays true whatever the run produced:"),
+    (
+        "md",
+        "## Conclusion\n\nWritten from the numbers above, so it stays true whatever the run produced:",
+    ),
     (
         "code",
         """ce, fo = metrics["ce"], metrics["focal"]
@@ -235,8 +268,14 @@ display(Markdown(text))""",
 
 def build() -> nbformat.NotebookNode:
     nb = new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.cells = [
+        new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS
+    ]
     return nb
 
 
@@ -249,7 +288,9 @@ def main() -> None:
     if args.execute:
         from nbclient import NotebookClient
 
-        NotebookClient(nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+        NotebookClient(
+            nb, timeout=1200, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}
+        ).execute()
     nbformat.write(nb, args.out)
     print("wrote", args.out)
 

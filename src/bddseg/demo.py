@@ -73,7 +73,9 @@ def run_demo(out: Path, quick: bool = False, workers: int | None = None) -> dict
         _say(f"training {label} -> {run_dir}")
         train(cfg)
         eval_dir = run_dir / "eval" / "val"
-        metrics = evaluate_checkpoint(run_dir / "best.pt", root, eval_dir, split="val", workers=workers)
+        metrics = evaluate_checkpoint(
+            run_dir / "best.pt", root, eval_dir, split="val", workers=workers
+        )
         predict_inputs(
             [str(root / "images" / "10k" / "test")],
             run_dir / "predictions" / "test",
@@ -86,7 +88,9 @@ def run_demo(out: Path, quick: bool = False, workers: int | None = None) -> dict
 
     html = write_report(run_dirs, out / "report.html")
     _say(f"done in {time.perf_counter() - t0:.0f} s")
-    for (loss, label), m in zip(EXPERIMENTS, results.values(), strict=True):
-        _say(f"  {label:<22} val mIoU {m['official']['miou']:.3f}  pixel acc {m['official']['pixel_accuracy']:.3f}")
+    for (_loss, label), m in zip(EXPERIMENTS, results.values(), strict=True):
+        _say(
+            f"  {label:<22} val mIoU {m['official']['miou']:.3f}  pixel acc {m['official']['pixel_accuracy']:.3f}"
+        )
     _say(f"report: {html.resolve()}")
     return results
