@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from bddseg.errors import BddsegError
@@ -72,7 +73,10 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     stats = compute_stats(Path(args.root), split=args.split, workers=args.workers)
     width = max(len(n) for n in stats["pixel_share"])
     print(f"{args.split}: {stats['num_images']} images")
-    print(f"{'class':<{width}}  {'pixels %':>9}  {'images':>6}  " + "  ".join(f"{m:>9}" for m in stats["weights"]))
+    print(
+        f"{'class':<{width}}  {'pixels %':>9}  {'images':>6}  "
+        + "  ".join(f"{m:>9}" for m in stats["weights"])
+    )
     for name, share in stats["pixel_share"].items():
         weights = "  ".join(f"{stats['weights'][m][name]:>9.3f}" for m in stats["weights"])
         print(f"{name:<{width}}  {share:>9.3f}  {stats['image_count'][name]:>6}  {weights}")
@@ -154,7 +158,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         if not args.gt:
             raise BddsegError("--pred needs --gt GT_DIR")
         result = evaluate.evaluate_folders(
-            Path(args.pred), Path(args.gt), Path(args.out), workers=args.workers, min_pixels=args.min_pixels
+            Path(args.pred),
+            Path(args.gt),
+            Path(args.out),
+            workers=args.workers,
+            min_pixels=args.min_pixels,
         )
     elif args.checkpoint:
         if not args.data:
@@ -206,13 +214,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         window=args.window,
     )
     print(f"wrote {summary['written']} prediction(s) to {args.out}; skipped {summary['skipped']}")
-    return EXIT_BAD_INPUT if summary["skipped"] and not summary["written"] else 0
+    if summary["skipped"] and not summary["written"]:
+        n = summary["skipped"]
+        raise BddsegError(
+            f"nothing predicted: {n} input(s) could not be read (see the warnings above)"
+        )
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from bddseg.export import export_onnx
 
-    path = export_onnx(Path(args.checkpoint), Path(args.out), opset=args.opset, dynamic=args.dynamic)
+    path = export_onnx(
+        Path(args.checkpoint), Path(args.out), opset=args.opset, dynamic=args.dynamic
+    )
     print(f"wrote {path}")
     return 0
 
@@ -311,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--on-bad-sample", choices=["error", "skip"])
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("evaluate", help="metrics.json, per_class.csv and plots for a model or mask folders")
+    e = sub.add_parser(
+        "evaluate", help="metrics.json, per_class.csv and plots for a model or mask folders"
+    )
     e.add_argument("--checkpoint")
     e.add_argument("--data")
     e.add_argument("--split", default="val")
@@ -334,8 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--tta", choices=["none", "flip", "flip+scales"], default="none")
     pr.add_argument("--batch-size", type=int, default=1)
     pr.add_argument("--device", default="cpu")
-    pr.add_argument("--keep-unknown", action="store_true", help="write 255 where the model says unknown")
-    pr.add_argument("--video-fps", type=float, default=1.0, help="frames per second sampled from videos")
+    pr.add_argument(
+        "--keep-unknown", action="store_true", help="write 255 where the model says unknown"
+    )
+    pr.add_argument(
+        "--video-fps", type=float, default=1.0, help="frames per second sampled from videos"
+    )
     pr.add_argument("--workers", type=int, default=2)
     pr.add_argument("--window", type=_hw, help="predict in overlapping HxW tiles")
     pr.set_defaults(func=_cmd_predict)
@@ -374,19 +395,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(message: str) -> str:
+    """An error message on one line. A BddsegError raised in a DataLoader worker reaches the
+    main process re-created from its formatted traceback (torch keeps only the type and the
+    text); the last line of that text is the original ``...BddsegError: PATH: PROBLEM``."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Caught BddsegError"):
+        return lines[-1].partition("BddsegError: ")[2] or lines[-1]
+    return " ".join(lines)
+
+
+def _release(e: BaseException) -> None:
+    """Free what the failed command's frames still hold. torch re-raises a DataLoader worker's
+    error from a frame that keeps it, a cycle that holds the loader until exit; there
+    multiprocessing terminates and joins the workers, which ignore SIGTERM during training
+    (bddseg.sampling), so the process hung forever after printing the error."""
+    traceback.clear_frames(e.__traceback__)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except BddsegError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        _release(e)
         return EXIT_BAD_INPUT
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         where = f"{e.filename}: " if e.filename else ""
         print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        _release(e)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("interrupted", file=sys.stderr)
+        _release(e)
         return 130
 
 

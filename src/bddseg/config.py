@@ -7,6 +7,7 @@ checkpoint. Change it with :func:`dataclasses.replace` (or :func:`override`), ne
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -22,7 +23,9 @@ from bddseg.labels import NUM_CLASSES
 @dataclass(frozen=True)
 class DataConfig:
     root: str = ""
-    unknown: Literal["class", "ignore"] = "class"  # 255 -> class 19 (original) or ignored (official)
+    unknown: Literal["class", "ignore"] = (
+        "class"  # 255 -> class 19 (original) or ignored (official)
+    )
     train_split: str = "train"
     val_split: str = "val"
     crop: tuple[int, int] = (512, 1024)  # (height, width) of training crops
@@ -48,6 +51,7 @@ class ModelConfig:
 class LossConfig:
     name: Literal["ce", "focal", "dice", "ce+dice", "ohem"] = "ce"
     class_weights: Literal["none", "inverse", "median", "effective"] = "none"
+    class_weight_power: float = 1.0  # weights ** power (0.5: square root, a milder balance)
     gamma: float = 2.0  # focal
     ohem_thresh: float = 0.7  # keep pixels whose true-class probability is below this...
     ohem_min_kept: int = 100_000  # ...but at least this many per batch
@@ -60,7 +64,10 @@ class OptimConfig:
     weight_decay: float = 1e-2
     momentum: float = 0.9
     schedule: Literal["onecycle", "poly", "constant"] = "onecycle"
-    warmup_pct: float = 0.25  # one-cycle: fraction of steps spent warming up (fastai's default)
+    warmup_pct: float = (
+        0.25  # fraction of steps warming up (one-cycle: fastai's 0.25; poly: linear)
+    )
+    cycle_momentum: bool = True  # one-cycle: momentum / AdamW beta1 0.95 -> 0.85 -> 0.95 (fastai)
     poly_power: float = 0.9
     epochs: int = 80
     max_steps: int | None = None  # overrides epochs when set
@@ -83,6 +90,8 @@ class RunConfig:
     log_every: int = 10
     resume: bool = False
     deterministic: bool = False
+    checkpoint_every: int | None = None  # steps between last.pt writes; None = at validations only
+    stop_at: int | None = None  # end this invocation after this step, saving last.pt (resume later)
 
 
 @dataclass(frozen=True)
@@ -109,7 +118,9 @@ def to_dict(cfg: Config) -> dict[str, Any]:
             return [plain(x) for x in v]
         return v
 
-    return {s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()} for s in SECTIONS}
+    return {
+        s: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s)).items()} for s in SECTIONS
+    }
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -150,7 +161,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BddsegError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer with hundreds of digits
+            raise BddsegError(f"{where}: {value} is too large") from None
     if tp is str:
         if not isinstance(value, str):
             raise BddsegError(f"{where}: expected a string, got {value!r}")
@@ -162,7 +176,9 @@ def _tname(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def from_dict(d: dict[str, Any] | None, base: Config | None = None, source: str | None = None) -> Config:
+def from_dict(
+    d: dict[str, Any] | None, base: Config | None = None, source: str | None = None
+) -> Config:
     """Apply a nested dict ``{section: {key: value}}`` on top of ``base`` (defaults if None).
 
     Raises:
@@ -189,13 +205,72 @@ def from_dict(d: dict[str, Any] | None, base: Config | None = None, source: str 
         for key, value in values.items():
             if key not in hints[section]:
                 valid = ", ".join(hints[section])
-                raise BddsegError(f"unknown config key {section}.{key} (valid: {valid})", source)
+                name = key if isinstance(key, str) and key.isidentifier() else repr(key)
+                raise BddsegError(f"unknown config key {section}.{name} (valid: {valid})", source)
             try:
                 changes[key] = _coerce(value, hints[section][key], f"{section}.{key}")
             except BddsegError as e:
                 raise BddsegError(e.problem, source) from None
         new_sections[section] = dataclasses.replace(getattr(cfg, section), **changes)
-    return dataclasses.replace(cfg, **new_sections)
+    cfg = dataclasses.replace(cfg, **new_sections)
+    check_values(cfg, source)
+    return cfg
+
+
+# (key, lowest allowed, whether the lowest is allowed); None values are "not set" and pass.
+# Values outside these ranges crash or hang training (batch 0, crop 0x0, max_steps 0 = all
+# epochs, log_every 0, workers -1, lr nan), so they are refused where the config is read.
+_RANGES = (
+    ("data.crop", 1, True),
+    ("data.scale", 0.0, False),
+    ("data.base_size", 1, True),
+    ("data.jitter", 0.0, True),
+    ("data.workers", 0, True),
+    ("data.max_train_images", 1, True),
+    ("data.max_val_images", 1, True),
+    ("optim.lr", 0.0, False),
+    ("optim.weight_decay", 0.0, True),
+    ("optim.momentum", 0.0, True),
+    ("optim.warmup_pct", 0.0, True),
+    ("optim.poly_power", 0.0, True),
+    ("optim.epochs", 1, True),
+    ("optim.max_steps", 1, True),
+    ("optim.batch_size", 1, True),
+    ("optim.accumulate", 1, True),
+    ("optim.clip_grad", 0.0, False),
+    ("loss.gamma", 0.0, True),
+    ("loss.ohem_min_kept", 0, True),
+    ("run.num_nodes", 1, True),
+    ("run.val_every", 1, True),
+    ("run.log_every", 1, True),
+    ("run.checkpoint_every", 1, True),
+    ("run.stop_at", 1, True),
+)
+
+
+def check_values(cfg: Config, source: str | None = None) -> None:
+    """Refuse values that type-check but cannot work: outside :data:`_RANGES`, NaN or
+    infinite numbers anywhere, ``scale`` low above high, ``warmup_pct`` of 1 or more."""
+    for key, low, inclusive in _RANGES:
+        section, _, name = key.partition(".")
+        value = getattr(getattr(cfg, section), name, None)
+        if value is None:
+            continue
+        for v in value if isinstance(value, tuple) else (value,):
+            finite = not isinstance(v, float) or math.isfinite(v)
+            if not finite or not (v >= low if inclusive else v > low):
+                bound = f">= {low}" if inclusive else f"> {low}"
+                shown = list(value) if isinstance(value, tuple) else value
+                raise BddsegError(f"{key}: {shown!r} is out of range (must be {bound})", source)
+    for section in SECTIONS:
+        for key, value in dataclasses.asdict(getattr(cfg, section)).items():
+            items = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+                raise BddsegError(f"{section}.{key}: {value!r} is not a finite number", source)
+    if cfg.data.scale[0] > cfg.data.scale[1]:
+        raise BddsegError(f"data.scale: {list(cfg.data.scale)} must be [low, high]", source)
+    if cfg.optim.warmup_pct >= 1:
+        raise BddsegError(f"optim.warmup_pct: {cfg.optim.warmup_pct} must be below 1", source)
 
 
 def _section_types() -> dict[str, type]:
@@ -210,19 +285,32 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BddsegError("config file not found", p) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BddsegError(f"cannot read config file ({e.__class__.__name__}: {e})", p) from None
+    except UnicodeDecodeError as e:
+        why = f"not UTF-8 text: {e.reason} at byte {e.start}"
+        raise BddsegError(f"cannot read config file ({why})", p) from None
+    except OSError as e:
+        raise BddsegError(f"cannot read config file ({e.strerror or e})", p) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise BddsegError(f"invalid YAML: {str(e).splitlines()[0]}", p) from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        first = getattr(e, "problem", None) or (str(e).strip().splitlines() or ["YAMLError"])[0]
+        if "python/" in str(e):
+            first += " (Python tags are refused: a config holds plain data only)"
+        raise BddsegError(f"invalid YAML{where}: {first}", p) from None
+    # the safe loader's own constructors: "!!float abc" (ValueError), deep nesting (RecursionError)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise BddsegError(f"invalid YAML ({e.__class__.__name__}: {str(e)[:120]})", p) from None
     if data is not None and not isinstance(data, dict):
         raise BddsegError("config must be a mapping of sections", p)
     return data or {}
 
 
 def load_config(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None, base: Config | None = None
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: Config | None = None,
 ) -> Config:
     """Defaults (or ``base``), then the YAML file at ``path``, then ``overrides``.
 

@@ -16,6 +16,7 @@ Class statistics and weights live in :mod:`bddseg.stats` and are re-exported her
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
@@ -212,6 +214,12 @@ def read_image(path: str | Path) -> torch.Tensor:
         BddsegError: missing, empty, truncated or not an image; names the file.
     """
     data = _read_bytes(Path(path), "image")
+    if bytes(data[:8].tolist()) == _PNG_SIGNATURE:
+        im = _open_png(data, Path(path), "image")
+        if im.mode.startswith("I"):  # 16-bit grayscale: keep the high byte
+            gray = (np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
+            return torch.from_numpy(gray)[None].repeat(3, 1, 1)
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
     try:
         return decode_image(data, mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as e:
@@ -219,6 +227,26 @@ def read_image(path: str | Path) -> torch.Tensor:
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _open_png(data: torch.Tensor, path: Path, what: str) -> Image.Image:
+    """PNG bytes decoded by Pillow. torchvision's PNG decoder (0.29) crashes the whole process
+    (SIGSEGV) on any libpng error: a bad CRC, zlib stream or filter byte, i.e. one flipped
+    bit in a mask. Pillow raises instead; ``verify`` checks the CRCs that decoding skips."""
+    buf = data.numpy().tobytes()
+    try:
+        with Image.open(io.BytesIO(buf), formats=["PNG"]) as im:
+            im.verify()
+        im = Image.open(io.BytesIO(buf), formats=["PNG"])
+        im.load()
+        return im
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError, ...
+        detail = str(e).splitlines()[0][:100] if str(e) else e.__class__.__name__
+        raise BddsegError(
+            f"cannot decode {what}: the file is truncated or corrupt ({detail})", path
+        ) from None
+
+
 _PNG_COLOR = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
 
 
@@ -254,13 +282,10 @@ def decode_mask(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     path = Path(path)
     data = _read_bytes(path, "mask")
     _check_png_header(data, path)
-    try:
-        mask = decode_image(data, mode=ImageReadMode.UNCHANGED)
-    except (RuntimeError, ValueError) as e:
-        raise BddsegError(f"cannot decode mask: {_decode_reason(e)}", path) from None
-    if mask.dtype != torch.uint8 or mask.shape[0] != 1:  # e.g. a tRNS chunk added alpha
-        raise BddsegError(f"mask decodes to {mask.shape[0]} channels of {mask.dtype}", path)
-    mask = mask[0]
+    im = _open_png(data, path, "mask")
+    if im.mode not in ("L", "P"):  # the header said 8-bit grayscale or palette
+        raise BddsegError(f"mask decodes to mode {im.mode}, not 8-bit grayscale", path)
+    mask = torch.from_numpy(np.array(im))  # P: the palette indices, like the official masks
     # numpy's bincount is single-threaded: torch's intra-op threads, on a busy machine, made
     # this 50x slower (2 cores, load 6)
     counts = torch.from_numpy(np.bincount(mask.numpy().ravel(), minlength=256))
@@ -372,6 +397,8 @@ def _check_split(
 ) -> tuple[dict[str, float], list[tuple[str, str]]]:
     pairs, dupes = _pairs_and_dupes(root, split)
     problems = [(str(p), "duplicate stem: another file has the same name") for p in dupes]
+    if not pairs:  # a folder that exists but holds nothing is a mistake, not a clean split
+        problems.append((str(layout.images[split]), f"the {split} split is empty (no images)"))
     bad = {p.stem for p in dupes}
     for p in pairs:
         if p.image is None:

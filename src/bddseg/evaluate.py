@@ -167,6 +167,8 @@ def _read_png(path: str | Path, what: str) -> np.ndarray:
             return np.asarray(im)
     except FileNotFoundError:
         raise BddsegError(f"{what} not found", path) from None
+    except (PermissionError, IsADirectoryError) as e:
+        raise BddsegError(f"cannot read {what} ({e.strerror})", path) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BddsegError(f"cannot decode {what} ({e.__class__.__name__}: {e})", path) from None
 
@@ -378,6 +380,8 @@ def evaluate_checkpoint(
         collate_fn=list,
     )
     out, n, tally = Path(out_dir), len(dataset), Tally()
+    if n == 0:
+        raise BddsegError(f"no image/mask pairs in the {split} split", data_root)
     step = max(1, n // 10)
     with torch.inference_mode():
         for batch in loader:

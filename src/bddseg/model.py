@@ -100,8 +100,16 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
     try:
         model.encoder.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
+        first = _state_dict_problem(e)
         raise BddsegError(f"weights do not fit the encoder: {first}", p) from None
+
+
+def _state_dict_problem(e: RuntimeError) -> str:
+    """The first specific line of a ``load_state_dict`` error (its first line is only "Error(s)
+    in loading state_dict for Unet:"), shortened."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+    return detail if len(detail) <= 200 else detail[:197] + "..."
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 32, value: float = 0.0) -> torch.Tensor:
@@ -131,14 +139,26 @@ def _torch_load(path: Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch's first line is a migration notice; the line naming the global says what it is
+        named = [line for line in lines if "GLOBAL" in line or "global" in line]
+        first = (named or lines or ["unsafe content"])[0]
         raise BddsegError(
             f"refused to load {what}: it holds objects other than tensors and plain data "
             f"({first[:160]}); only load files you trust",
             path,
         ) from None
+    except (PermissionError, IsADirectoryError) as e:
+        raise BddsegError(f"cannot read {what} ({e.strerror})", path) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise BddsegError(f"not a readable {what} (truncated or corrupt: {e.__class__.__name__})", path) from None
+        raise BddsegError(
+            f"not a readable {what} (truncated or corrupt: {e.__class__.__name__})", path
+        ) from None
+    # garbage bytes reach torch's legacy unpickler, which raises KeyError, IndexError, ...
+    except Exception as e:
+        raise BddsegError(
+            f"not a readable {what} (not a PyTorch file: {e.__class__.__name__})", path
+        ) from None
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -147,22 +167,36 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = _torch_load(p)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
         raise BddsegError("not a bddseg checkpoint (no 'format: bddseg' and 'model' entries)", p)
+    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt.get("config", {}), dict | None):
+        raise BddsegError("damaged bddseg checkpoint: 'model' or 'config' is not a mapping", p)
+    classes = ckpt.get("num_classes")
+    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)):
+        raise BddsegError(f"damaged bddseg checkpoint: num_classes is {classes!r}", p)
     return ckpt
 
 
-def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+def model_from_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, Config]:
     """Rebuild the model stored in a checkpoint, in eval mode, without fetching weights."""
     p = Path(path)
     ckpt = load_checkpoint(p)
     cfg = from_dict(ckpt.get("config") or {}, source=str(p))
-    model_cfg = cfg.model.__class__(**{**cfg.model.__dict__, "pretrained": False, "encoder_weights": None})
+    model_cfg = cfg.model.__class__(
+        **{**cfg.model.__dict__, "pretrained": False, "encoder_weights": None}
+    )
     num_classes = int(ckpt.get("num_classes", cfg.num_classes))
-    model = build_model(model_cfg, num_classes)
-    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()}
+    try:
+        model = build_model(model_cfg, num_classes)
+    except BddsegError as e:  # e.g. an architecture this version does not know: name the file
+        raise BddsegError(e.problem, e.path or p) from None
+    state = {
+        k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()
+    }
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0]
+        first = _state_dict_problem(e)
         raise BddsegError(
             f"checkpoint weights do not fit {cfg.model.arch}/{cfg.model.encoder} with "
             f"{num_classes} classes: {first}",

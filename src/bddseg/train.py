@@ -1,0 +1,615 @@
+"""Training: ``train(cfg)`` runs one explicit loop on Lightning Fabric and fills a run directory.
+
+A run directory holds ``config.yaml`` (the resolved config), ``last.pt`` (everything needed to
+resume), ``best.pt`` (weights with the best val mIoU), ``log.csv``, ``tb/`` (TensorBoard) and
+``loss_curves.png``. Read top to bottom: :func:`train` sets things up and calls
+:func:`train_one_epoch` until the step budget is spent; :func:`after_step` logs, validates
+(:func:`evaluate`) and checkpoints when due.
+
+Resuming is exact. The learning rate is a pure function of the step (:mod:`bddseg.schedule`),
+the sample order a pure function of ``(seed, epoch)``, each sample's augmentation a pure
+function of ``(seed, epoch, position)``, and the global RNGs are reseeded from ``(seed, rank,
+step)`` before every step. So ``last.pt`` needs only the model, the optimizer and the step,
+and a resumed run reproduces an uninterrupted one bit for bit on CPU (any ``data.workers``).
+
+Several GPUs and machines (``optim.batch_size`` is the global batch, split over all processes)::
+
+    # one machine, 4 GPUs: Fabric starts the processes itself
+    bddseg train --config configs/bdd100k_unet_r34_ce.yaml --data ROOT --out RUN --devices 4
+
+    # 2 machines x 8 GPUs with torchrun (Fabric reads its environment); run on every machine,
+    # NODE_RANK 0 and 1, MASTER the first machine's address; RUN on a shared filesystem
+    torchrun --nnodes 2 --nproc-per-node 8 --node-rank $NODE_RANK \\
+        --master-addr $MASTER --master-port 29500 --no-python \\
+        bddseg train --config configs/bdd100k_unet_r34_ce.yaml --data ROOT --out RUN \\
+        --devices 8 --num-nodes 2
+
+Under SLURM, ``srun bddseg train ... --devices 8 --num-nodes 2`` works the same way.
+Validation and checkpoints happen on rank 0 while the other ranks wait.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from bddseg.config import Config, OptimConfig, save_yaml, to_dict
+from bddseg.errors import BddsegError
+from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
+from bddseg.losses import build_loss
+from bddseg.metrics import confusion_matrix, official_metrics
+from bddseg.model import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    build_model,
+    forward_padded,
+    load_checkpoint,
+    save_checkpoint,
+)
+from bddseg.sampling import seed_everything, step_seed, train_loader
+from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
+from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer
+
+IGNORE_INDEX = 255
+TRACE_ENV = "BDDSEG_TRACE_SAMPLES"  # test hook: each rank lists the samples it trained on
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    best_miou: float | None
+    last_step: int
+    last_val: dict | None = None  # metrics of the last validation of this invocation
+
+
+@dataclass
+class State:
+    """Everything that changes during training, besides model and optimizer."""
+
+    step: int = 0
+    best_miou: float | None = None
+    elapsed: float = 0.0
+    last_val: dict | None = None
+    loss_sum: float = 0.0  # train loss since the last log row...
+    loss_count: int = 0  # ...over this many steps
+    skipped: int = 0  # samples that failed to load (on_bad_sample: skip)
+    stopped: bool = False  # Ctrl-C / SIGTERM (agreed by all ranks) or run.stop_at reached
+
+
+@dataclass
+class Run:
+    """What the loop needs, gathered once by :func:`train`."""
+
+    cfg: Config
+    fabric: object
+    model: nn.Module  # as set up by Fabric (DDP, precision)
+    raw: nn.Module  # the plain module: its weights go into checkpoints
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    train_data: Dataset
+    val_loader: DataLoader | None
+    run_dir: Path
+    total_steps: int
+    steps_per_epoch: int
+    local_batch: int
+    stop: StopFlag
+    timer: Timer
+    log: CsvLog | None = None
+    tb: TensorBoard | None = None
+    progress: Progress | None = None
+
+
+# ---------------------------------------------------------------- the loop
+def train(cfg: Config) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` into the run directory ``cfg.run.out``.
+
+    With ``cfg.run.resume``, continues from ``RUN/last.pt`` (starts afresh if there is none).
+
+    Returns:
+        The run directory, the best val mIoU (official definition: mean over the classes
+        present in the val truth) and the last step.
+
+    Raises:
+        BddsegError: bad data or config, a run directory that already holds another run, or a
+            NaN / infinite loss (the message gives the step and what to try).
+        KeyboardInterrupt: after Ctrl-C (or SIGTERM), once ``last.pt`` is saved.
+    """
+    fabric = setup_fabric(cfg)
+    fabric.launch()  # with devices > 1 outside torchrun, this starts the other processes
+    run_dir = Path(cfg.run.out)
+    ckpt = prepare_run_dir(run_dir, cfg, fabric)
+    seed_everything(cfg.run.seed)  # the same initial weights on every rank
+    model = build_model(cfg.model, cfg.num_classes)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    raw = model
+    if cfg.run.compile:
+        model = torch.compile(model)
+    optimizer = build_optimizer(raw, cfg.optim)
+    model, optimizer = fabric.setup(model, optimizer)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    train_data, val_loader = build_data(cfg, fabric)
+    loss_fn = build_loss(cfg.loss, cfg.num_classes, load_class_weights(cfg, fabric), IGNORE_INDEX)
+    steps_per_epoch, local_batch = epoch_size(len(train_data), cfg, fabric.world_size)
+    total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
+    state = State()
+    if ckpt is not None:
+        state = State(
+            step=ckpt["step"], best_miou=ckpt.get("best_metric"), elapsed=ckpt.get("elapsed_s", 0.0)
+        )
+    run = Run(
+        cfg, fabric, model, raw, optimizer, loss_fn.to(fabric.device), train_data, val_loader,
+        run_dir, total, steps_per_epoch, local_batch, StopFlag(), Timer(state.elapsed),
+    )  # fmt: skip
+    if fabric.global_rank == 0:
+        resume_step = state.step if ckpt is not None else None
+        run.log = CsvLog(run_dir / "log.csv", resume_step)
+        run.tb = TensorBoard(run_dir / "tb", resume_step)
+        run.progress = Progress(total, state.step)
+        run.progress.print(describe(run))
+    try:
+        with run.stop.installed():
+            while state.step < total and not state.stopped:
+                train_one_epoch(run, state)
+    finally:
+        finish(run, state)
+    if state.stopped and run.stop:
+        raise KeyboardInterrupt
+    return TrainResult(run_dir, state.best_miou, state.step, state.last_val)
+
+
+def train_one_epoch(run: Run, state: State) -> None:
+    """Train from ``state.step`` to the end of its epoch (or of training, or a stop)."""
+    cfg, fabric, model = run.cfg, run.fabric, run.model
+    epoch, start = divmod(state.step, run.steps_per_epoch)
+    micro = cfg.optim.accumulate
+    batches = iter(
+        train_loader(
+            run.train_data, run.local_batch, fabric.world_size, fabric.global_rank,
+            run.steps_per_epoch * micro, cfg.run.seed, epoch, start * micro,
+            cfg.data.workers, pin_memory=fabric.device.type == "cuda",
+            trace=run.run_dir / f"samples.rank{fabric.global_rank}.txt" if os.environ.get(TRACE_ENV) else None,
+        )
+    )  # fmt: skip
+    model.train()
+    for _ in range(start, run.steps_per_epoch):
+        seed_everything(step_seed(cfg.run.seed, fabric.global_rank, state.step))
+        lr = lr_at(state.step, run.total_steps, cfg.optim)
+        set_optimizer_hparams(
+            run.optimizer, lr, momentum_at(state.step, run.total_steps, cfg.optim)
+        )
+        loss_sum = torch.zeros((), device=fabric.device)
+        for k in range(micro):
+            images, masks, skipped = next(batches)
+            state.skipped += skipped
+            images, masks = to_device(run, images, masks)
+            with fabric.no_backward_sync(model, enabled=k < micro - 1):
+                loss = run.loss_fn(model(images), masks) / micro
+                fabric.backward(loss)
+            loss_sum += loss.detach()
+        loss_value = check_finite(run, state, loss_sum)
+        if cfg.optim.clip_grad:
+            fabric.clip_gradients(model, run.optimizer, max_norm=cfg.optim.clip_grad)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        run.timer.add_images(run.local_batch * micro * fabric.world_size)
+        after_step(run, state, loss_value, lr)
+        if state.step >= run.total_steps or state.stopped:
+            return
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, fabric) -> dict:
+    """Validation loss and official metrics of ``model`` over ``loader`` (full images).
+
+    Returns:
+        ``{"val_loss", "miou", "pixel_accuracy", "confusion"}``; ``confusion`` is the int64
+        ``(20, 20)`` matrix (rows truth, 19 = unlabelled; columns prediction) the metrics come
+        from: mIoU is the mean IoU over the classes 0..18 present in the truth.
+    """
+    was_training = model.training
+    model.eval()
+    cm = torch.zeros(20, 20, dtype=torch.int64, device=fabric.device)
+    loss_total, images_total = 0.0, 0
+    for images, masks, _ in loader:
+        if images.shape[0] == 0:
+            continue
+        images = fabric.to_device(images).contiguous(memory_format=torch.channels_last)
+        masks = fabric.to_device(masks)
+        with fabric.autocast():
+            logits = forward_padded(model, images)
+        loss_total += float(loss_fn(logits, masks)) * images.shape[0]
+        images_total += images.shape[0]
+        raw_truth = torch.where(masks == UNKNOWN_ID, IGNORE_VALUE, masks)  # 19 is raw 255
+        cm += confusion_matrix(logits.argmax(1), raw_truth)
+    model.train(was_training)
+    metrics = official_metrics(cm.cpu())
+    return {
+        "val_loss": loss_total / max(images_total, 1),
+        "miou": metrics["miou"],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+        "confusion": cm.cpu(),
+    }
+
+
+def after_step(run: Run, state: State, loss_value: float, lr: float) -> None:
+    """Log, validate and checkpoint when due (validation and files on rank 0 only)."""
+    cfg, step = run.cfg, state.step
+    state.loss_sum += loss_value
+    state.loss_count += 1
+    end = step >= run.total_steps
+    val_due = end or (
+        step % cfg.run.val_every == 0 if cfg.run.val_every else step % run.steps_per_epoch == 0
+    )
+    if cfg.run.stop_at is not None and step >= cfg.run.stop_at and not end:
+        state.stopped = True
+    ckpt_due = (
+        val_due
+        or state.stopped
+        or (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0)
+    )
+    if not (ckpt_due or step % cfg.run.log_every == 0):
+        return
+    row = {
+        "step": step,
+        "epoch": round(step / run.steps_per_epoch, 4),
+        "lr": lr,
+        "train_loss": state.loss_sum / max(state.loss_count, 1),
+        "images_per_s": run.timer.images_per_s(),
+    }
+    state.loss_sum, state.loss_count = 0.0, 0
+    if ckpt_due:
+        with run.timer.pause():
+            if val_due and run.fabric.global_rank == 0:
+                validate(run, state, row)
+            if run.fabric.global_rank == 0:
+                save_checkpoint(run.run_dir / "last.pt", checkpoint(run, state, training=True))
+            run.fabric.barrier()  # the other ranks wait for validation and the checkpoint
+    row["time_s"] = round(run.timer.elapsed, 2)
+    if run.log is not None:
+        run.log.append(row)
+        run.tb.log(row)
+        info = f"loss {row['train_loss']:.4f}  lr {lr:.2e}  {row['images_per_s']:.1f} img/s"
+        if "val_miou" in row:
+            info += (
+                f"  val mIoU {_num(row['val_miou'])}  pixel acc {_num(row['val_pixel_accuracy'])}"
+            )
+        run.progress.update(step, info, force_line="val_miou" in row)
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def validate(run: Run, state: State, row: dict) -> None:
+    """Evaluate on the val split, fill ``row``'s ``val_*`` and keep ``best.pt`` up to date."""
+    if run.val_loader is None:
+        return
+    metrics = evaluate(run.raw, run.val_loader, run.loss_fn, run.fabric)
+    row.update(
+        val_loss=metrics["val_loss"],
+        val_miou=metrics["miou"],
+        val_pixel_accuracy=metrics["pixel_accuracy"],
+    )
+    state.last_val = {k: v for k, v in metrics.items() if k != "confusion"}
+    miou = metrics["miou"]
+    if miou is not None and (state.best_miou is None or miou > state.best_miou):
+        state.best_miou = miou
+        save_checkpoint(run.run_dir / "best.pt", checkpoint(run, state, training=False))
+
+
+def finish(run: Run, state: State) -> None:
+    """Close the logs and draw the loss curves (rank 0)."""
+    if run.progress is None:
+        return
+    run.progress.close()
+    run.tb.close()
+    if state.skipped:
+        print(f"skipped {state.skipped} sample(s) that failed to load")
+    from bddseg.report import plot_loss_curves
+
+    try:
+        plot_loss_curves(run.run_dir / "log.csv", run.run_dir / "loss_curves.png")
+    except Exception as e:  # a failed plot must not turn a finished training into an error
+        print(f"warning: could not draw loss_curves.png ({e.__class__.__name__}: {e})")
+
+
+# ---------------------------------------------------------------- setup
+def setup_fabric(cfg: Config):
+    """A Fabric for ``cfg.run``: DDP when more than one process, bf16 on GPU, fp32 on CPU."""
+    from lightning_fabric import Fabric
+
+    r = cfg.run
+    many = (isinstance(r.devices, int) and r.devices > 1) or r.num_nodes > 1 or r.devices == -1
+    if r.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick kernels once
+    try:
+        return Fabric(
+            accelerator=r.accelerator,
+            devices=r.devices,
+            num_nodes=r.num_nodes,
+            strategy="ddp" if many else "auto",
+            precision=resolve_precision(r.precision, r.accelerator),
+        )
+    except (ValueError, RuntimeError, TypeError) as e:  # Fabric's own config errors
+        raise BddsegError(f"cannot set up devices: {str(e).splitlines()[0]}") from None
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    if precision != "auto":
+        return precision
+    gpu = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    return "bf16-mixed" if gpu else "32-true"
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, fabric) -> dict | None:
+    """Create the run directory, write ``config.yaml``; return ``last.pt`` when resuming."""
+    last = run_dir / "last.pt"
+    if last.exists() and not cfg.run.resume:
+        raise BddsegError(
+            "this run directory already holds a run (last.pt): add --resume to continue it, or choose another --out",
+            run_dir,
+        )
+    ckpt = load_checkpoint(last) if cfg.run.resume and last.exists() else None
+    if ckpt is not None and "optimizer" not in ckpt:
+        raise BddsegError("not a training checkpoint (no optimizer state)", last)
+    if fabric.global_rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
+            tmp.unlink(missing_ok=True)
+        if ckpt is not None:
+            changed = _changed_keys(load_config_dict(ckpt), cfg)
+            if changed:
+                print(f"resuming with changed settings: {', '.join(changed)}")
+        save_yaml(cfg, run_dir / "config.yaml")
+    fabric.barrier()
+    return ckpt
+
+
+def load_config_dict(ckpt: dict) -> dict:
+    return ckpt.get("config") or {}
+
+
+def _changed_keys(saved: dict, cfg: Config) -> list[str]:
+    now = to_dict(cfg)
+    return [
+        f"{s}.{k}"
+        for s in ("data", "model", "loss", "optim")
+        for k, v in now.get(s, {}).items()
+        if s in saved and k in saved[s] and saved[s][k] != v
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD; no weight decay on biases and norm weights (ndim < 2), as nanoGPT/timm."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.name == "adamw":
+        # fastai's Adam defaults (beta2 0.99, eps 1e-5) go with its one-cycle recipe
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-5)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    raise BddsegError(f"unknown optimizer {cfg.name!r} (valid: adamw, sgd)")
+
+
+def build_data(cfg: Config, fabric) -> tuple[Dataset, DataLoader | None]:
+    """The train dataset (its loader is made per epoch) and the val loader (rank 0)."""
+    from bddseg.data import build_dataset, build_loader
+
+    train_data = build_dataset(cfg.data, cfg.data.train_split, train=True)
+    if not hasattr(train_data, "generator"):
+        raise BddsegError("the train dataset has no augmentation generator")
+    val_loader = None
+    if fabric.global_rank == 0:
+        val_data = build_dataset(cfg.data, cfg.data.val_split, train=False)
+        if len(val_data) == 0:
+            raise BddsegError(f"the {cfg.data.val_split} split is empty", cfg.data.root)
+        val_batch = max(1, cfg.optim.batch_size // fabric.world_size)
+        val_loader = build_loader(val_data, val_batch, False, cfg.data.workers, cfg.run.seed)
+    return train_data, val_loader
+
+
+def epoch_size(n: int, cfg: Config, world_size: int) -> tuple[int, int]:
+    """``(optimizer steps per epoch, per-process batch)``; incomplete steps are dropped."""
+    batch = cfg.optim.batch_size
+    if batch % world_size:
+        raise BddsegError(f"batch size {batch} is not divisible by the {world_size} processes")
+    steps = n // (batch * cfg.optim.accumulate)
+    if steps == 0:
+        raise BddsegError(
+            f"the train split has {n} images, fewer than one step of "
+            f"{batch} x {cfg.optim.accumulate} (batch size x accumulation)",
+            cfg.data.root,
+        )
+    return steps, batch // world_size
+
+
+def load_class_weights(cfg: Config, fabric) -> torch.Tensor | None:
+    """Class weights from the train split's statistics (cached), printed on rank 0."""
+    if cfg.loss.class_weights == "none":
+        return None
+    from bddseg.data import class_weights, compute_stats
+    from bddseg.labels import CLASS_NAMES_20
+
+    with fabric.rank_zero_first():
+        stats = compute_stats(
+            cfg.data.root,
+            cfg.data.train_split,
+            workers=max(1, cfg.data.workers),
+            max_images=cfg.data.max_train_images,
+        )
+    w = class_weights(stats, cfg.loss.class_weights, cfg.data.unknown)
+    if cfg.loss.class_weight_power != 1.0:
+        w = w**cfg.loss.class_weight_power
+        w = w / w.mean()  # scale-free in the loss (a weighted mean); mean 1 for reading
+    if fabric.global_rank == 0:
+        pairs = ", ".join(f"{n} {v:.2f}" for n, v in zip(CLASS_NAMES_20, w.tolist(), strict=False))
+        power = f" ** {cfg.loss.class_weight_power:g}" if cfg.loss.class_weight_power != 1.0 else ""
+        print(f"class weights ({cfg.loss.class_weights}{power}): {pairs}")
+    return w
+
+
+# ---------------------------------------------------------------- step helpers
+def to_device(run: Run, images: torch.Tensor, masks: torch.Tensor):
+    if images.shape[0] == 0:  # every sample of this batch failed to load (on_bad_sample: skip)
+        h, w = run.cfg.data.crop
+        images, masks = torch.zeros(1, 3, h, w), torch.full((1, h, w), IGNORE_INDEX)  # loss 0
+    images = run.fabric.to_device(images)
+    if run.cfg.run.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, run.fabric.to_device(masks)
+
+
+def check_finite(run: Run, state: State, loss: torch.Tensor) -> float:
+    """The step's loss as a float; stop on NaN / inf (on every rank) before the update.
+
+    Also agrees on Ctrl-C across ranks: one small all-reduce per step, so that all ranks stop
+    at the same step.
+    """
+    value = float(loss)
+    flags = torch.tensor(
+        [float(not math.isfinite(value)), float(bool(run.stop))], device=run.fabric.device
+    )
+    if run.fabric.world_size > 1:
+        flags = run.fabric.all_reduce(flags, reduce_op="sum")
+    if flags[1] > 0:
+        state.stopped = True  # finish this step, save last.pt, then stop
+        if not run.stop:
+            run.stop.signal = 2  # another rank got the signal
+    if flags[0] > 0:
+        raise BddsegError(
+            f"the training loss became {value if not math.isfinite(value) else 'non-finite on another rank'} "
+            f"at step {state.step + 1} (epoch {state.step // run.steps_per_epoch}); stopped before "
+            f"updating the weights. Try a lower learning rate (now {run.cfg.optim.lr:g}), gradient "
+            "clipping (optim.clip_grad: 1.0), precision 32-true, or check the data with "
+            "`bddseg data check`; last.pt (if any) holds the last saved good state"
+        )
+    return value
+
+
+def checkpoint(run: Run, state: State, training: bool) -> dict:
+    """The checkpoint dict (see :mod:`bddseg.model`); ``training`` adds what resuming needs."""
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": run.raw.state_dict(),
+        "config": to_dict(run.cfg),
+        "num_classes": run.cfg.num_classes,
+        "step": state.step,
+        "epoch": state.step // run.steps_per_epoch,
+        "best_metric": state.best_miou,
+        "val_metrics": state.last_val,
+    }
+    if training:
+        epoch, in_epoch = divmod(state.step, run.steps_per_epoch)
+        ckpt.update(
+            optimizer=run.optimizer.state_dict(),
+            scheduler={
+                "name": run.cfg.optim.schedule,
+                "step": state.step,
+                "total_steps": run.total_steps,
+            },
+            position={
+                "epoch": epoch,
+                "step_in_epoch": in_epoch,
+                "steps_per_epoch": run.steps_per_epoch,
+            },
+            rng={
+                "scheme": "reseeded from (seed, rank, step) each step; samples from (seed, epoch, position)",
+                "seed": run.cfg.run.seed,
+            },
+            elapsed_s=run.timer.elapsed,
+        )
+    return ckpt
+
+
+def describe(run: Run) -> str:
+    c = run.cfg
+    return (
+        f"training {c.model.arch}/{c.model.encoder} ({c.num_classes} classes, loss {c.loss.name}, "
+        f"class weights {c.loss.class_weights}) on {len(run.train_data)} images: "
+        f"{run.total_steps} steps of {c.optim.batch_size} x {c.optim.accumulate} "
+        f"({run.steps_per_epoch} steps/epoch), {c.optim.name} lr {c.optim.lr:g} {c.optim.schedule}, "
+        f"{run.fabric.world_size} process(es) on {run.fabric.device}, into {run.run_dir}"
+    )
+
+
+# ---------------------------------------------------------------- the demo recipe
+DEMO_STEPS = 360
+
+
+def demo_config(
+    data_root: str | Path, out: str | Path, loss: str = "ce", quick: bool = False
+) -> Config:
+    """The demo's recipe for the built-in dataset on 2 CPU cores (``configs/demo_ce.yaml`` and
+    ``configs/demo_focal.yaml`` hold the same settings, with the reasons).
+
+    ``loss`` is ``"ce"`` (cross-entropy) or ``"focal"`` (softmax focal loss with square-root
+    median-frequency class weights). ``quick`` shrinks it to a few steps for tests.
+    """
+    from bddseg.config import from_dict
+
+    if loss not in ("ce", "focal"):
+        raise BddsegError(f"the demo trains 'ce' or 'focal', not {loss!r}")
+    d = {
+        "data": {
+            "root": str(data_root),
+            "unknown": "ignore",
+            "crop": [128, 224],
+            "scale": [0.75, 1.25],
+            "base_size": [128, 224],
+            "hflip": True,
+            "jitter": 0.0,
+            "workers": 0,
+        },
+        "model": {"pretrained": False},
+        "loss": {"name": "ce", "class_weights": "none"},
+        "optim": {
+            "name": "adamw",
+            "lr": 2e-3,
+            "schedule": "onecycle",
+            "warmup_pct": 0.25,
+            "max_steps": DEMO_STEPS,
+            "batch_size": 8,
+        },
+        "run": {
+            "out": str(out),
+            "accelerator": "cpu",
+            "devices": 1,
+            "precision": "32-true",
+            "val_every": DEMO_STEPS // 3,
+            "log_every": 20,
+        },
+    }
+    if loss == "focal":
+        d["loss"] = {
+            "name": "focal",
+            "gamma": 2.0,
+            "class_weights": "median",
+            "class_weight_power": 0.5,
+        }
+    if quick:
+        d["data"].update(crop=[64, 96], base_size=[64, 96])
+        d["optim"].update(max_steps=2, batch_size=2)
+        d["run"].update(val_every=2, log_every=1)
+    return from_dict(d)
+
+
+__all__ = ["TrainResult", "demo_config", "evaluate", "train", "train_one_epoch"]

@@ -1,0 +1,225 @@
+"""What a training run writes besides checkpoints: ``log.csv``, TensorBoard events, the
+progress display, and the Ctrl-C / SIGTERM flag. Used by :mod:`bddseg.train` on rank 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bddseg.files import atomic_write_text
+
+LOG_COLUMNS = (
+    "step",
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "val_miou",
+    "val_pixel_accuracy",
+    "images_per_s",
+    "time_s",
+)
+
+
+class CsvLog:
+    """``RUN/log.csv``: one row per logged step; ``val_*`` empty on rows without validation.
+
+    Rows are appended and flushed one at a time, so a killed run loses at most a partial last
+    line. Resuming from step S rewrites the file (atomically) keeping the complete rows with
+    ``step <= S``, so the log always matches the weights it continues from.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None):
+        self.path = path
+        rows = self._read_rows() if resume_step is not None else []
+        kept = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, LOG_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_text(path, buf.getvalue())
+
+    def _read_rows(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        text = self.path.read_text(encoding="utf-8", errors="replace")
+        if not text.endswith("\n"):  # a partial last line from a killed run
+            text = text[: text.rfind("\n") + 1]
+        rows = []
+        for row in csv.DictReader(io.StringIO(text)):
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                int(row["step"])
+                rows.append({k: row.get(k, "") for k in LOG_COLUMNS})
+        return rows
+
+    def append(self, row: dict) -> None:
+        line = ",".join(_fmt(row.get(k)) for k in LOG_COLUMNS) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+class TensorBoard:
+    """A ``SummaryWriter`` in ``RUN/tb``; on resume, events after the resumed step are purged."""
+
+    def __init__(self, log_dir: Path, resume_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(log_dir), purge_step=resume_step)
+
+    def log(self, row: dict) -> None:
+        step = row["step"]
+        for key, tag in (
+            ("train_loss", "loss/train"),
+            ("val_loss", "loss/val"),
+            ("val_miou", "val/miou"),
+            ("val_pixel_accuracy", "val/pixel_accuracy"),
+            ("lr", "lr"),
+            ("images_per_s", "speed/images_per_s"),
+        ):
+            if row.get(key) is not None:
+                self.writer.add_scalar(tag, row[key], step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Progress:
+    """A rich progress bar (loss, lr, images/s) on a terminal; plain lines otherwise."""
+
+    def __init__(self, total: int, start: int, enabled: bool = True):
+        self.enabled = enabled
+        self.live = enabled and sys.stderr.isatty()
+        self.total = total
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                transient=False,
+            )
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+            self.bar.start()
+
+    def update(self, step: int, info: str, force_line: bool = False) -> None:
+        if not self.enabled:
+            return
+        if self.live:
+            self.bar.update(self.task, completed=step, info=info)
+            if force_line:
+                self.bar.console.print(f"step {step}/{self.total}  {info}")
+        else:
+            print(f"step {step}/{self.total}  {info}", flush=True)
+
+    def print(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.live:
+            self.bar.console.print(text)
+        else:
+            print(text, flush=True)
+
+    def close(self) -> None:
+        if self.live:
+            self.bar.stop()
+
+
+class StopFlag:
+    """Set by SIGINT / SIGTERM; the loop checks it between optimizer steps.
+
+    Stopping only at a step boundary keeps ``last.pt`` consistent (the model is never saved
+    half-updated). A second Ctrl-C interrupts at once.
+    """
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        def handler(signum, frame):
+            if self.signal is not None:
+                raise KeyboardInterrupt
+            self.signal = signum
+
+        previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread: no handlers, Ctrl-C behaves as usual
+            pass
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+class Timer:
+    """Training wall time, cumulative across resumes, and images/s per logging window."""
+
+    def __init__(self, elapsed: float = 0.0):
+        self.offset = elapsed
+        self.start = time.perf_counter()
+        self.window_start = self.start
+        self.window_images = 0
+        self.paused = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return self.offset + time.perf_counter() - self.start
+
+    def add_images(self, n: int) -> None:
+        self.window_images += n
+
+    def images_per_s(self) -> float:
+        """Images per second of training (validation and checkpoint time excluded) since the
+        last call."""
+        now = time.perf_counter()
+        seconds = now - self.window_start - self.paused
+        rate = self.window_images / seconds if seconds > 0 else 0.0
+        self.window_start, self.window_images, self.paused = now, 0, 0.0
+        return rate
+
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
+        """Exclude the enclosed time from images/s (it still counts in ``elapsed``)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - t
+
+
+def fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

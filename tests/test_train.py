@@ -1,0 +1,384 @@
+"""The training loop: run directory contents, exact resume, NaN stop, schedules, sampler,
+encoder weights, DDP on 2 CPU processes, and overfitting the real pairs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bddseg.config import Config, OptimConfig, from_dict, load_config, load_yaml, override
+from bddseg.errors import BddsegError
+from bddseg.model import build_model, load_checkpoint, model_from_checkpoint
+from bddseg.schedule import lr_at, momentum_at, onecycle_lr, onecycle_momentum, poly_lr
+from bddseg.sampling import EpochSampler, SeededSamples, mix
+from bddseg.train import demo_config, train
+from bddseg.trainlog import LOG_COLUMNS
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = "step,epoch,lr,train_loss,val_loss,val_miou,val_pixel_accuracy,images_per_s,time_s"
+
+
+def tiny(root: Path, out: Path, **dotted) -> Config:
+    """A few-step CPU run on the synthetic fixture: 64x96 crops, batch 4 (3 steps per epoch)."""
+    cfg = from_dict(
+        {
+            "data": {"root": str(root), "crop": [64, 96], "workers": 0},
+            "model": {"pretrained": False},
+            "optim": {"batch_size": 4, "max_steps": 5, "lr": 1e-3},
+            "run": {"out": str(out), "accelerator": "cpu", "log_every": 1},
+        }
+    )
+    return override(cfg, **dotted)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def read_log(run_dir: Path) -> list[dict]:
+    with open(run_dir / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------- the run directory
+def test_train_writes_the_run_directory(synth_root, tmp_path):
+    cfg = tiny(synth_root, tmp_path / "run", **{"optim.max_steps": 4, "run.val_every": 2})
+    result = train(cfg)
+    run = tmp_path / "run"
+    assert result.run_dir == run and result.last_step == 4
+    assert result.best_miou is not None and 0.0 <= result.best_miou <= 1.0
+    for name in ("best.pt", "last.pt", "config.yaml", "log.csv", "loss_curves.png"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert not list(run.glob(".*.tmp"))
+
+    assert (run / "log.csv").read_text().splitlines()[0] == HEADER
+    assert ",".join(LOG_COLUMNS) == HEADER
+    rows = read_log(run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [r["val_miou"] != "" for r in rows] == [False, True, False, True]
+    assert all(float(r["train_loss"]) > 0 and float(r["lr"]) > 0 for r in rows)
+
+    assert load_config(run / "config.yaml") == cfg
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    assert (
+        last["step"] == 4
+        and "optimizer" in last
+        and last["config"] == load_yaml(run / "config.yaml")
+    )
+    assert "optimizer" not in best and best["best_metric"] == pytest.approx(result.best_miou)
+    model, loaded_cfg = model_from_checkpoint(run / "best.pt")
+    assert loaded_cfg == cfg
+    assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 20, 64, 96)
+
+
+def test_a_finished_run_is_not_overwritten(synth_root, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"x")
+    with pytest.raises(BddsegError, match="--resume"):
+        train(tiny(synth_root, tmp_path / "run"))
+
+
+# ---------------------------------------------------------------- exact resume
+class SigintAt:
+    """A loss wrapper that sends this process SIGINT during the n-th training step."""
+
+    def __init__(self, loss_fn, n: int):
+        self.loss_fn, self.n, self.calls = loss_fn, n, 0
+
+    def __call__(self, logits, target):
+        self.calls += torch.is_grad_enabled()  # validation runs under no_grad
+        if self.calls == self.n and torch.is_grad_enabled():
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.loss_fn(logits, target)
+
+    def to(self, device):
+        self.loss_fn = self.loss_fn.to(device)
+        return self
+
+
+@pytest.mark.slow
+def test_resume_is_bit_identical(synth_root, tmp_path, monkeypatch):
+    """6 steps straight == 2 + 4 (run.stop_at) == 4 + 2 (Ctrl-C during step 5, then --resume).
+
+    4 images per step, 12 images: 3 steps per epoch, so both interruptions fall mid-epoch.
+    """
+    steps = {"optim.max_steps": 6, "run.val_every": 3, "data.jitter": 0.3}
+    train(tiny(synth_root, tmp_path / "a", **steps))
+
+    b = tiny(synth_root, tmp_path / "b", **steps, **{"run.stop_at": 2})
+    assert train(b).last_step == 2
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["position"]["step_in_epoch"] == 2
+    train(dataclasses.replace(b, run=dataclasses.replace(b.run, stop_at=None, resume=True)))
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+
+    import bddseg.train as train_module
+
+    build_loss = train_module.build_loss
+    monkeypatch.setattr(
+        train_module, "build_loss", lambda *a, **k: SigintAt(build_loss(*a, **k), 5)
+    )
+    c = tiny(synth_root, tmp_path / "c", **steps)
+    with pytest.raises(KeyboardInterrupt):
+        train(c)
+    assert load_checkpoint(tmp_path / "c" / "last.pt")["step"] == 5  # finished the step, saved
+    monkeypatch.setattr(train_module, "build_loss", build_loss)
+    train(override(c, **{"run.resume": True}))
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "c" / "last.pt")
+    assert_same_weights(tmp_path / "a" / "best.pt", tmp_path / "c" / "best.pt")
+
+    # the logs agree too: resumed rows replace nothing and repeat nothing
+    for run in ("b", "c"):
+        a_rows, rows = read_log(tmp_path / "a"), read_log(tmp_path / run)
+        assert [r["step"] for r in rows] == [str(s) for s in range(1, 7)]
+        for key in ("lr", "train_loss", "val_miou"):
+            assert [r[key] for r in rows] == [r[key] for r in a_rows], key
+
+
+def test_samples_do_not_depend_on_history(synth_root):
+    """A sample's augmentation depends only on its key, not on what was drawn before."""
+    from bddseg.data import build_dataset
+
+    data = build_dataset(
+        tiny(synth_root, Path("unused"), **{"data.jitter": 0.3}).data, "train", train=True
+    )
+    seeded = SeededSamples(data)
+    first = seeded[(3, 1234)]
+    for key in [(0, 1), (5, 99), (3, 7)]:
+        seeded[key]
+    again = seeded[(3, 1234)]
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    assert not torch.equal(first[0], seeded[(3, 1235)][0])
+
+
+def test_epoch_sampler_shards_and_resumes():
+    n, local, world, micro = 23, 2, 3, 3  # 3 micro-batches of 6: 18 of the 23 samples per epoch
+    shards = []
+    for rank in range(world):
+        s = EpochSampler(n, local, world, rank, micro, seed=5)
+        s.set_epoch(2)
+        shards.append([i for i, _ in s])
+        assert len(shards[-1]) == len(s) == micro * local
+    flat = [i for shard in shards for i in shard]
+    assert len(set(flat)) == len(flat) == micro * local * world  # disjoint, no repeats
+
+    s = EpochSampler(n, local, world, 1, micro, seed=5)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_epoch(2, start=1)  # resuming after the first micro-batch
+    assert list(s) == full[local:]
+    s.set_epoch(3)
+    assert [i for i, _ in s] != shards[1]  # a new order each epoch
+    assert mix(1, 2, 3) == mix(1, 2, 3) != mix(1, 2, 4)
+
+
+def test_deterministic_on_cpu(synth_root, tmp_path):
+    for name in ("a", "b"):
+        train(tiny(synth_root, tmp_path / name, **{"optim.max_steps": 2, "run.val_every": 100}))
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+
+
+# ---------------------------------------------------------------- stopping on NaN
+def test_nan_loss_stops_with_a_clear_error(synth_root, tmp_path, monkeypatch):
+    import bddseg.train as train_module
+
+    class NanAfter(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            loss = logits.float().mean() * 0.0 + 1.0
+            return loss * float("nan") if self.calls >= 2 else loss
+
+    monkeypatch.setattr(train_module, "build_loss", lambda *a, **k: NanAfter())
+    with pytest.raises(BddsegError) as err:
+        train(tiny(synth_root, tmp_path / "run", **{"run.checkpoint_every": 1}))
+    message = str(err.value)
+    assert "became nan at step 2" in message and "learning rate" in message and "clip" in message
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 1  # the last good state
+
+
+# ---------------------------------------------------------------- schedules
+def test_onecycle_matches_fastai():
+    lr, total = 1e-2, 1000
+    assert onecycle_lr(0, total, lr) == pytest.approx(lr / 25)
+    assert onecycle_lr(250, total, lr) == pytest.approx(lr)  # peak at warmup_pct = 0.25
+    assert onecycle_lr(125, total, lr) == pytest.approx((lr / 25 + lr) / 2)  # cosine midpoint
+    assert onecycle_lr(625, total, lr) == pytest.approx((lr + lr / 1e5) / 2)
+    assert onecycle_lr(total, total, lr) == pytest.approx(lr / 1e5)
+    values = [onecycle_lr(s, total, lr) for s in range(total)]
+    assert max(values) == pytest.approx(lr) and values.index(max(values)) == 250
+    assert onecycle_momentum(0, total) == pytest.approx(0.95)
+    assert onecycle_momentum(250, total) == pytest.approx(0.85)
+    assert onecycle_momentum(total, total) == pytest.approx(0.95)
+
+
+def test_poly_and_the_dispatch():
+    assert poly_lr(0, 100, 0.01) == pytest.approx(0.01)
+    assert poly_lr(50, 100, 0.01, power=1.0) == pytest.approx(0.005)
+    assert poly_lr(50, 100, 0.01, power=0.9) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(100, 100, 0.01) == 0.0
+    assert poly_lr(0, 100, 0.01, warmup_steps=10) == pytest.approx(0.01 * 1e-3)
+    assert poly_lr(5, 100, 0.01, power=1.0, warmup_steps=10) == pytest.approx(
+        0.0095 * (1e-3 + 0.999 * 0.5)
+    )
+    cfg = OptimConfig(schedule="poly", lr=0.01, warmup_pct=0.0, poly_power=1.0)
+    assert lr_at(50, 100, cfg) == pytest.approx(0.005) and momentum_at(50, 100, cfg) is None
+    assert lr_at(7, 100, dataclasses.replace(cfg, schedule="constant")) == 0.01
+    assert momentum_at(0, 100, OptimConfig()) == pytest.approx(0.95)
+
+
+def test_the_optimizer_follows_the_schedule(synth_root, tmp_path):
+    cfg = tiny(synth_root, tmp_path / "run", **{"optim.max_steps": 3, "run.val_every": 100})
+    train(cfg)
+    logged = [float(r["lr"]) for r in read_log(tmp_path / "run")]
+    assert logged == pytest.approx([lr_at(s, 3, cfg.optim) for s in range(3)], rel=1e-5)
+
+
+# ---------------------------------------------------------------- encoder weights
+def test_encoder_weights_from_a_local_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    state = torchvision.models.resnet34().state_dict()
+    torch.save(state, tmp_path / "resnet34.pth")
+    cfg = Config().model
+    cfg = dataclasses.replace(cfg, pretrained=True, encoder_weights=str(tmp_path / "resnet34.pth"))
+    model = build_model(cfg, 20)
+    assert torch.equal(model.encoder.conv1.weight, state["conv1.weight"])
+    assert torch.equal(model.encoder.layer4[2].bn2.running_var, state["layer4.2.bn2.running_var"])
+
+
+def test_missing_hub_names_both_ways_out(tmp_path, synth_root):
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "TORCH_HOME": str(tmp_path / "th"),
+    }
+    args = [
+        "--data",
+        str(synth_root),
+        "--out",
+        str(tmp_path / "run"),
+        "--max-steps",
+        "1",
+        "--accelerator",
+        "cpu",
+    ]
+    done = _bddseg(["train", *args], env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--no-pretrained" in done.stderr and "--encoder-weights" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def _bddseg(
+    args: list[str], env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "bddseg.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+# ---------------------------------------------------------------- several processes
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(synth_root, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "BDDSEG_TRACE_SAMPLES": "1", "OMP_NUM_THREADS": "1"}
+    args = ["--data", str(synth_root), "--out", str(run), "--no-pretrained", "--accelerator", "cpu"]
+    args += [
+        "--devices",
+        "2",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--crop",
+        "64x96",
+        "--workers",
+        "0",
+    ]
+    done = _bddseg(["train", *args], env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "best val mIoU" in done.stdout
+    seen = {r: (run / f"samples.rank{r}.txt").read_text().split("\n") for r in (0, 1)}
+    per_epoch = {r: {} for r in seen}
+    for r, lines in seen.items():
+        for line in filter(None, lines):
+            epoch, index = line.split()
+            per_epoch[r].setdefault(epoch, []).append(int(index))
+    assert per_epoch[0].keys() == per_epoch[1].keys() == {"0", "1"}  # 3 steps/epoch: 2 epochs
+    for epoch in per_epoch[0]:
+        assert not set(per_epoch[0][epoch]) & set(per_epoch[1][epoch])  # disjoint
+        assert len(per_epoch[0][epoch]) == len(per_epoch[1][epoch])
+    assert sorted(p.name for p in run.glob("*.pt")) == ["best.pt", "last.pt"]
+    assert not list(run.glob(".*.tmp"))
+    assert load_checkpoint(run / "last.pt")["step"] == 4
+    # one log, written by rank 0: validation at the end of epoch 0 (step 3) and of training
+    assert [r["step"] for r in read_log(run)] == ["3", "4"]
+
+
+# ---------------------------------------------------------------- configs
+def test_demo_yaml_files_are_the_demo_config(tmp_path):
+    for loss in ("ce", "focal"):
+        from_file = load_config(
+            REPO / "configs" / f"demo_{loss}.yaml", {"data.root": "ROOT", "run.out": "OUT"}
+        )
+        assert from_file == demo_config("ROOT", "OUT", loss=loss)
+
+
+@pytest.mark.parametrize("name", ["bdd100k_unet_r34_ce", "bdd100k_unet_r34_focal"])
+def test_real_recipes_load(name):
+    cfg = load_config(REPO / "configs" / f"{name}.yaml")
+    assert (
+        cfg.data.crop == (512, 1024) and cfg.data.scale == (0.5, 2.0) and cfg.optim.batch_size == 16
+    )
+    assert cfg.loss.name == name.rsplit("_", 1)[1]
+
+
+# ---------------------------------------------------------------- real images
+@pytest.mark.real
+@pytest.mark.slow
+def test_overfits_the_real_train_pairs(real_root, tmp_path):
+    """The loop learns real images: 16 train pairs at 96x160, scored on themselves."""
+    cfg = from_dict(
+        {
+            "data": {
+                "root": str(real_root),
+                "base_size": [96, 160],
+                "crop": [96, 160],
+                "scale": [1.0, 1.0],
+                "jitter": 0.0,
+                "val_split": "train",
+                "workers": 0,
+            },
+            "model": {"pretrained": False},
+            "optim": {"lr": 3e-3, "batch_size": 8, "max_steps": 40, "warmup_pct": 0.2},
+            "run": {
+                "out": str(tmp_path / "run"),
+                "accelerator": "cpu",
+                "val_every": 40,
+                "log_every": 10,
+            },
+        }
+    )
+    result = train(cfg)
+    assert result.last_val["pixel_accuracy"] >= 0.85, result.last_val
+    assert math.isfinite(result.last_val["val_loss"])
