@@ -34,6 +34,34 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime + c.ru_utime + c.ru_stime
 
 
+def read_curve(run_dir: Path) -> list[tuple[float, int, float, float]]:
+    """``(time_s, step, val_miou, val_pixel_accuracy)`` for every validation row of log.csv."""
+    with open(run_dir / "log.csv", newline="") as f:
+        return [
+            (
+                float(r["time_s"]),
+                int(r["step"]),
+                float(r["val_miou"]),
+                float(r["val_pixel_accuracy"]),
+            )
+            for r in csv.DictReader(f)
+            if r["val_miou"]
+        ]
+
+
+def from_run_dir(run_dir: Path) -> dict:
+    """A finished run (e.g. from ``bddseg demo``), recorded without retraining."""
+    from bddseg.config import load_config
+    from bddseg.model import load_checkpoint
+
+    cfg = load_config(run_dir / "config.yaml")
+    curve = read_curve(run_dir)
+    best = load_checkpoint(run_dir / "best.pt").get("best_metric")
+    result = type("R", (), {"best_miou": best})()
+    return {"loss": cfg.loss.name, "cfg": cfg, "wall": curve[-1][0], "cpu": float("nan"),
+            "load": (float("nan"), float("nan")), "result": result, "curve": curve}  # fmt: skip
+
+
 def run(loss: str, root: Path, out: Path) -> dict:
     cfg = demo_config(root, out / "runs" / loss, loss=loss)
     shutil.rmtree(out / "runs" / loss, ignore_errors=True)  # a fresh run each time
@@ -125,7 +153,15 @@ def main() -> None:
     p.add_argument("--loss", default="ce,focal")
     p.add_argument("--results", default=str(Path(__file__).with_name("RESULTS.md")))
     p.add_argument("--no-write", action="store_true", help="print the section only")
+    p.add_argument("--from-runs", help="comma list of finished run dirs: record, don't train")
     args = p.parse_args()
+    if args.from_runs:
+        runs = [from_run_dir(Path(d)) for d in args.from_runs.split(",")]
+        text = markdown(runs, FULL)
+        print(text)
+        if not args.no_write:
+            write_section(Path(args.results), text)
+        return
     out = Path(args.out)
     root = out / "data" / "bdd100k"
     if not (root / "images" / "10k" / "val").is_dir():

@@ -42,7 +42,7 @@ from IPython.display import HTML, Image, Markdown, display
 
 import bddseg
 from bddseg import labels
-from bddseg.config import load_config
+from bddseg.config import load_config, override
 from bddseg.data import check_dataset, compute_stats, find_layout, list_pairs, read_image, read_mask
 from bddseg.evaluate import evaluate_checkpoint
 from bddseg.model import build_model
@@ -53,6 +53,7 @@ from bddseg.synth import make_dataset
 from bddseg.train import demo_config, train
 
 DATA_ROOT = None  # e.g. "/data/bdd100k" (the folder given to `bddseg download`) for real data
+STEPS = 160  # training steps per model on the built-in data (None: the full demo recipe)
 OUT = Path(os.environ.get("BDDSEG_WALKTHROUGH_OUT", "walkthrough_out"))
 REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 print("bddseg", bddseg.__version__)""",
@@ -121,6 +122,8 @@ import torch
 cfg_ce = demo_config(root, OUT / "runs" / "ce", loss="ce") if DATA_ROOT is None else load_config(
     REPO / "configs" / "bdd100k_unet_r34_ce.yaml", {"data.root": str(root), "run.out": str(OUT / "runs" / "ce")}
 )
+if DATA_ROOT is None and STEPS:
+    cfg_ce = override(cfg_ce, **{"optim.max_steps": STEPS})
 model = build_model(dataclasses.replace(cfg_ce.model, pretrained=False), cfg_ce.num_classes)
 n_params = sum(p.numel() for p in model.parameters())
 with torch.no_grad():
@@ -144,6 +147,8 @@ display(Image(filename=str(res_ce.run_dir / "loss_curves.png")))""",
         """cfg_focal = demo_config(root, OUT / "runs" / "focal", loss="focal") if DATA_ROOT is None else load_config(
     REPO / "configs" / "bdd100k_unet_r34_focal.yaml", {"data.root": str(root), "run.out": str(OUT / "runs" / "focal")}
 )
+if DATA_ROOT is None and STEPS:
+    cfg_focal = override(cfg_focal, **{"optim.max_steps": STEPS})
 print("loss:", cfg_focal.loss.name, "gamma", cfg_focal.loss.gamma, "class weights:", cfg_focal.loss.class_weights)
 res_focal = train(cfg_focal)
 print("best val mIoU during training:", res_focal.best_miou)

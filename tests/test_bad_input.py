@@ -436,18 +436,16 @@ def _file_fault(command: str, which: str, fault: str, extra: tuple = ()) -> None
 
 def _unpaired(command: str, missing: str) -> None:
     split, argv, expect, trim, _ = DATASET_COMMANDS[command]
+    fault = "image without a mask" if missing == "mask" else "mask without an image"
 
     def setup(w: World) -> Setup:
         root = w.dataset(trim=trim)
         image, mask = pair(root, split)
-        (mask if missing == "mask" else image).unlink()
-        if missing == "mask":
-            return Setup(argv(w, root), (str(image), "image without a mask"), expect)
-        return Setup(argv(w, root), (str(mask), "mask without an image"), expect)
+        gone, left = (mask, image) if missing == "mask" else (image, mask)
+        gone.unlink()
+        return Setup(argv(w, root), (str(left), fault), expect)
 
-    case(command, f"{'image without a mask' if missing == 'mask' else 'mask without an image'}")(
-        setup
-    )
+    case(command, fault)(setup)
 
 
 def _dataset_cases(command: str) -> None:
@@ -896,25 +894,9 @@ def world(tmp_path, shared, monkeypatch) -> World:
     return World(tmp_path, **shared)
 
 
-# train.py loads last.pt's weights without a strict-load guard (see the report of issue 7)
-TRAIN_RESUME_MISMATCH = {
-    "train --resume | last.pt of another class count",
-    "train --resume | last.pt of another architecture",
-}
-
-
 def _params(names):
     for name in names:
-        marks = []
-        if name in TRAIN_RESUME_MISMATCH:
-            marks.append(
-                pytest.mark.xfail(
-                    strict=True,
-                    reason="train.py: model.load_state_dict(ckpt['model']) raises RuntimeError "
-                    "(a traceback) on a last.pt that does not fit the config",
-                )
-            )
-        yield pytest.param(name, marks=marks, id=name)
+        yield pytest.param(name, id=name)
 
 
 @pytest.mark.parametrize("name", list(_params(n for n in CASES if n not in UNREADABLE)))

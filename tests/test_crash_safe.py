@@ -274,24 +274,29 @@ class Kill:
     landed: str  # "mid-write (N of M bytes)", "after step N", "during start-up"
     step_before: int | None  # last.pt's step before this attempt (None: no last.pt)
     step_after: int | None
-    loadable: bool
+    loadable: bool  # last.pt and best.pt, those that exist
     tmp_left: bool
 
 
 def _checkpoint_step(run: Path) -> tuple[int | None, bool]:
-    last = run / "last.pt"
-    if not last.exists():
-        return None, True
-    try:
-        return int(load_checkpoint(last)["step"]), True
-    except Exception:  # noqa: BLE001 - exactly what must never happen
-        return None, False
+    """last.pt's step (None: no last.pt) and whether last.pt and best.pt (those present)
+    load."""
+    steps, loadable = {}, True
+    for name in ("best.pt", "last.pt"):
+        if (run / name).exists():
+            try:
+                steps[name] = int(load_checkpoint(run / name)["step"])
+            except Exception:  # noqa: BLE001 - exactly what must never happen
+                loadable = False
+    return steps.get("last.pt"), loadable
 
 
 def _watch(proc: subprocess.Popen, run: Path, plan: str, rng: random.Random,
            timeout: float = 300) -> str | None:  # fmt: skip
-    """SIGKILL ``proc`` when ``plan`` says; return where it landed, None if it finished."""
+    """SIGKILL ``proc`` when ``plan`` says; return where it landed, None if it finished.
+    Temporary files left by the previous kill are not this run's (it deletes them)."""
     start, target, first = time.monotonic(), None, logged_step(run)
+    stale = set(temp_checkpoints(run))
     if plan.startswith("after "):
         target = first + int(plan.split()[1])
     delay = rng.uniform(0.5, 5.0) if plan == "random" else None
@@ -299,7 +304,7 @@ def _watch(proc: subprocess.Popen, run: Path, plan: str, rng: random.Random,
         if time.monotonic() - start > timeout:
             proc.kill()
             raise TimeoutError(f"training did not finish or reach {plan!r} in {timeout} s")
-        tmps = temp_checkpoints(run)
+        tmps = [t for t in temp_checkpoints(run) if t not in stale]
         fire = (
             (plan == "mid-write" and any(t.exists() and t.stat().st_size > 0 for t in tmps))
             or (target is not None and logged_step(run) >= target)
@@ -308,7 +313,7 @@ def _watch(proc: subprocess.Popen, run: Path, plan: str, rng: random.Random,
         if fire:
             proc.kill()
             proc.wait()
-            left = temp_checkpoints(run)
+            left = [t for t in temp_checkpoints(run) if t not in stale]
             if left:
                 name = left[0].name.split(".")[1] + ".pt"
                 full = (run / name).stat().st_size if (run / name).exists() else "?"

@@ -190,19 +190,27 @@ def model_from_checkpoint(
         model = build_model(model_cfg, num_classes)
     except BddsegError as e:  # e.g. an architecture this version does not know: name the file
         raise BddsegError(e.problem, e.path or p) from None
-    state = {
-        k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in ckpt["model"].items()
-    }
+    load_weights(model, ckpt["model"], p, f"{cfg.model.arch}/{cfg.model.encoder}", num_classes)
+    return model.to(device).eval(), cfg
+
+
+def load_weights(
+    model: nn.Module,
+    state: dict,
+    path: str | Path,
+    name: str = "the model",
+    num_classes: int | None = None,
+) -> None:
+    """``model.load_state_dict(state, strict=True)`` (``torch.compile`` / DDP prefixes
+    dropped); weights that do not fit raise a one-line :class:`BddsegError` naming ``path``."""
+    state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = _state_dict_problem(e)
+        classes = f" with {num_classes} classes" if num_classes is not None else ""
         raise BddsegError(
-            f"checkpoint weights do not fit {cfg.model.arch}/{cfg.model.encoder} with "
-            f"{num_classes} classes: {first}",
-            p,
+            f"checkpoint weights do not fit {name}{classes}: {_state_dict_problem(e)}", path
         ) from None
-    return model.to(device).eval(), cfg
 
 
 __all__ = [
@@ -211,6 +219,7 @@ __all__ = [
     "forward_padded",
     "load_checkpoint",
     "load_encoder_weights",
+    "load_weights",
     "model_from_checkpoint",
     "pad_to_multiple",
     "save_checkpoint",

@@ -50,6 +50,7 @@ from bddseg.model import (
     build_model,
     forward_padded,
     load_checkpoint,
+    load_weights,
     save_checkpoint,
 )
 from bddseg.sampling import seed_everything, step_seed, train_loader
@@ -127,7 +128,8 @@ def train(cfg: Config) -> TrainResult:
     seed_everything(cfg.run.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, cfg.num_classes)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
+        name = f"{cfg.model.arch}/{cfg.model.encoder}"
+        load_weights(model, ckpt["model"], run_dir / "last.pt", name, cfg.num_classes)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     raw = model

@@ -8,7 +8,6 @@ import contextlib
 import csv
 import io
 import math
-import os
 import signal
 import sys
 import time
@@ -214,12 +213,3 @@ class Timer:
             yield
         finally:
             self.paused += time.perf_counter() - t
-
-
-def fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
