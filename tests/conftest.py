@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "bdd100k-real"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a busy 2-core machine, two OpenMP threads spin-wait on
+    each other and small forwards get 7-40x slower (64x96: 0.05 s vs 0.4-2 s)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small synthetic dataset in the official layout; returns the ``bdd100k`` root."""

@@ -874,13 +874,7 @@ UNREADABLE = sorted(n for n in CASES if n.endswith("| unreadable file"))
 
 
 # ====================================================================== the tests
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy 2-core machine, OpenMP threads spin-wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

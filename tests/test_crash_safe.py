@@ -183,12 +183,7 @@ WRITERS = ["predict", "evaluate --pred --gt", "evaluate --checkpoint", "report"]
 FAILURES = [("write", 1), ("fsync", 2), ("rename", 3)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _assert_failed_cleanly(rc: int, err: str, out: Path, disk: FailingDisk) -> Path:

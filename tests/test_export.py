@@ -25,14 +25,7 @@ REL_TOL = 1e-5
 MIN_AGREEMENT = 0.999
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a busy 2-core machine, two OpenMP threads spin-wait on each other
-    and small forwards get 7-40x slower (64x96: 0.05 s vs 0.4-2 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
