@@ -118,6 +118,7 @@ def _train_overrides(args: argparse.Namespace) -> dict:
         "run.devices": args.devices,
         "run.num_nodes": args.num_nodes,
         "run.accelerator": args.accelerator,
+        "run.precision": args.precision,
     }
     if args.no_pretrained:
         o["model.pretrained"] = False
@@ -321,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", type=_devices)
     t.add_argument("--num-nodes", type=int)
     t.add_argument("--accelerator", choices=["auto", "cpu", "cuda", "gpu", "mps"])
+    t.add_argument(
+        "--precision",
+        choices=["auto", "32-true", "bf16-mixed", "16-mixed"],
+        help="auto: bf16-mixed on a GPU, 32-true on CPU",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--workers", type=int)
     t.add_argument("--on-bad-sample", choices=["error", "skip"])
