@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import sys
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -37,8 +38,6 @@ from bddseg.errors import BddsegError
 from bddseg.files import atomic_path, atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE
 
-TTA_MODES = ("none", "flip", "flip+scales")
-TTA_SCALES = (0.75, 1.0, 1.25)
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",
     "official_precision", "image_precision", "image_recall", "image_f1", "image_support",
@@ -154,10 +153,77 @@ def _warn(message: str) -> None:
 
 
 # ---------------------------------------------------------------- folders of masks
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_problem(data: bytes) -> str | None:
+    """What is wrong with a PNG's chunk structure: a chunk whose CRC does not match, or a file
+    cut short before ``IEND``. Neither Pillow's decoder (nor the official evaluator, which uses
+    it) nor libspng as pyspng drives it checks the CRCs: one flipped byte in 13-19% of our
+    corruption trials decoded into wrong labels without an error (benchmarks/RESULTS.md).
+    Checking them costs a few microseconds per mask. ``None`` for a sound file or a non-PNG
+    (Pillow names what it is)."""
+    if data[:8] != _PNG_SIGNATURE:
+        return None
+    view, i = memoryview(data), 8
+    while i + 12 <= len(data):
+        end = i + 12 + int.from_bytes(view[i : i + 4], "big")
+        if end > len(data):
+            break
+        kind = bytes(view[i + 4 : i + 8])
+        if zlib.crc32(view[i + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
+            name = kind.decode("latin-1") if kind.isalpha() else repr(kind)
+            return f"its {name} chunk fails its CRC check (the file is corrupt)"
+        if kind == b"IEND":
+            return None
+        i = end
+    return "the file is truncated (it ends before the IEND chunk)"
+
+
+def _decode_gray8(data: bytes) -> np.ndarray | None:
+    """The fast path for the common case, an 8-bit grayscale PNG (what BDD100K masks are):
+    libspng through ``pyspng`` decodes it about twice as fast as Pillow. ``None`` for any
+    other PNG, for a file libspng refuses (Pillow then decodes it or names the problem) or when
+    pyspng is not installed. Call it on files that passed :func:`_png_problem`."""
+    try:
+        import pyspng
+    except ImportError:
+        return None
+    # signature, IHDR length 13 and type, width, height, bit depth 8, color type 0 (gray)
+    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    if data[24] != 8 or data[25] != 0:
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if not 0 < width * height <= (Image.MAX_IMAGE_PIXELS or 2**31):
+        return None  # Pillow refuses it as a decompression bomb, with the reason
+    try:
+        array = pyspng.load(data)
+    except Exception:  # noqa: BLE001 - any refusal: Pillow decides and names the problem
+        return None
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.dtype != np.uint8 or array.shape != (height, width):
+        return None
+    return array
+
+
 def _read_png(path: str | Path, what: str) -> np.ndarray:
     """Decode a single-channel 8-bit PNG (mode L, or P read as its indices) to ``uint8 (H, W)``."""
     try:
-        with Image.open(path) as im:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise BddsegError(f"{what} not found", path) from None
+    except (PermissionError, IsADirectoryError) as e:
+        raise BddsegError(f"cannot read {what} ({e.strerror})", path) from None
+    problem = _png_problem(data)
+    if problem:
+        raise BddsegError(f"cannot decode {what}: {problem}", path)
+    fast = _decode_gray8(data)
+    if fast is not None:
+        return fast
+    try:
+        with Image.open(io.BytesIO(data)) as im:
             if im.format != "PNG":
                 raise BddsegError(f"{what} is not a PNG (it is {im.format})", path)
             if im.mode not in ("L", "P"):
@@ -165,10 +231,6 @@ def _read_png(path: str | Path, what: str) -> np.ndarray:
                     f"{what} must be a single-channel 8-bit PNG, not mode {im.mode}", path
                 )
             return np.asarray(im)
-    except FileNotFoundError:
-        raise BddsegError(f"{what} not found", path) from None
-    except (PermissionError, IsADirectoryError) as e:
-        raise BddsegError(f"cannot read {what} ({e.strerror})", path) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BddsegError(f"cannot decode {what} ({e.__class__.__name__}: {e})", path) from None
 
@@ -272,34 +334,23 @@ def evaluate_folders(
 
 
 # ---------------------------------------------------------------- a model over a split
-def _tta_probs(model, images, tta: str, size: tuple[int, int]):
-    """Class scores ``float (N, C, *size)`` whose argmax is the prediction.
-
-    ``none``: logits. ``flip``: mean softmax of the image and its mirror. ``flip+scales``:
-    the same at each of :data:`TTA_SCALES`, resized back to ``size`` (bilinear).
-    """
+def _scores(model, images, tta: str, size: tuple[int, int]):
+    """Class scores ``float (N, C, *size)`` whose argmax is the prediction: the logits for
+    ``none``, else the mean softmax over the views (:func:`bddseg.predict.tta_probs`, the same
+    views as ``bddseg predict``), resized to ``size`` (bilinear) where the model input's size
+    differs from the mask's."""
     import torch.nn.functional as F
 
     from bddseg.model import forward_padded
-
-    def run(x, flip: bool):
-        out = forward_padded(model, x.flip(-1) if flip else x)
-        out = out.flip(-1) if flip else out
-        if tuple(out.shape[-2:]) != size:
-            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-        return out
+    from bddseg.predict import tta_probs
 
     if tta == "none":
-        return run(images, False)
-    scales = TTA_SCALES if tta == "flip+scales" else (1.0,)
-    total = 0
-    for s in scales:
-        x = images
-        if s != 1.0:
-            x = F.interpolate(images, scale_factor=s, mode="bilinear", align_corners=False)
-        for flip in (False, True):
-            total = total + run(x, flip).softmax(1)
-    return total
+        out = forward_padded(model, images)
+    else:
+        out = tta_probs(lambda x: forward_padded(model, x).softmax(1), images, tta)
+    if tuple(out.shape[-2:]) != size:
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    return out
 
 
 class _WithRawMask:
@@ -333,6 +384,7 @@ def evaluate_checkpoint(
     min_pixels: int = 1,
     save_pred: bool = True,
     plots: bool = True,
+    progress: bool = True,
 ) -> dict:
     """Run a checkpoint over a split at full resolution and score it against the raw masks.
 
@@ -349,6 +401,7 @@ def evaluate_checkpoint(
         workers: data-loading processes (0 or 1: in this process).
         save_pred: also write ``out_dir/pred/STEM.png`` (class ids, 19 kept).
         plots: also write the plots.
+        progress: show a progress bar on stderr.
 
     Returns:
         The metrics.json content.
@@ -356,9 +409,12 @@ def evaluate_checkpoint(
     import dataclasses
 
     import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bddseg import data
     from bddseg.model import model_from_checkpoint
+    from bddseg.predict import TTA_MODES
 
     if tta not in TTA_MODES:
         raise BddsegError(f"unknown tta {tta!r} (valid: {', '.join(TTA_MODES)})")
@@ -382,8 +438,10 @@ def evaluate_checkpoint(
     out, n, tally = Path(out_dir), len(dataset), Tally()
     if n == 0:
         raise BddsegError(f"no image/mask pairs in the {split} split", data_root)
-    step = max(1, n // 10)
-    with torch.inference_mode():
+    columns = (TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = Progress(*columns, console=Console(stderr=True), disable=not progress)
+    with bar, torch.inference_mode():
+        task = bar.add_task("evaluate", total=n)
         for batch in loader:
             by_shape: dict[tuple, list] = {}
             for item in batch:  # images of one size go through the model together
@@ -391,7 +449,7 @@ def evaluate_checkpoint(
             for group in by_shape.values():
                 images = torch.stack([img for _, img, _ in group]).to(device)
                 size = tuple(group[0][2].shape)
-                preds = _tta_probs(model, images, tta, size).argmax(1).to(torch.uint8)
+                preds = _scores(model, images, tta, size).argmax(1).to(torch.uint8)
                 for (i, _, raw), pred in zip(group, preds, strict=True):
                     stem = dataset.dataset.pairs[i].stem
                     if pred.device.type == "cpu":  # numpy: single-threaded, no OpenMP stalls
@@ -401,14 +459,11 @@ def evaluate_checkpoint(
                     tally.add(stem, cm, min_pixels)
                     if save_pred:
                         _save_mask(out / "pred" / f"{stem}.png", pred.cpu().numpy())
-            if len(tally.stems) // step > (len(tally.stems) - len(batch)) // step:
-                print(f"evaluated {len(tally.stems)}/{n} images", file=sys.stderr)
+            bar.advance(task, len(batch))
     return write_outputs(out, tally, plots=plots)
 
 
 __all__ = [
-    "TTA_MODES",
-    "TTA_SCALES",
     "Tally",
     "evaluate_checkpoint",
     "evaluate_folders",
