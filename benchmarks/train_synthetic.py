@@ -68,17 +68,7 @@ def run(loss: str, root: Path, out: Path) -> dict:
     load0, cpu0, t0 = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
     result = train(cfg)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-    with open(out / "runs" / loss / "log.csv", newline="") as f:
-        curve = [
-            (
-                float(r["time_s"]),
-                int(r["step"]),
-                float(r["val_miou"]),
-                float(r["val_pixel_accuracy"]),
-            )
-            for r in csv.DictReader(f)
-            if r["val_miou"]
-        ]
+    curve = read_curve(out / "runs" / loss)
     return {
         "loss": loss,
         "cfg": cfg,
