@@ -336,6 +336,28 @@ def test_ddp_on_two_cpu_processes(synth_root, tmp_path):
 
 
 # ---------------------------------------------------------------- configs
+def test_train_flags_override_the_yaml():
+    from bddseg.cli import _train_overrides, build_parser
+    from bddseg.config import load_config
+
+    argv = ["train", "--config", str(REPO / "configs" / "demo_ce.yaml"), "--data", "d"]
+    argv += [
+        "--precision",
+        "bf16-mixed",
+        "--accelerator",
+        "cuda",
+        "--lr",
+        "0.01",
+        "--crop",
+        "64x96",
+    ]
+    args = build_parser().parse_args(argv)
+    cfg = load_config(args.config, _train_overrides(args))
+    assert cfg.run.precision == "bf16-mixed" and cfg.run.accelerator == "cuda"
+    assert cfg.optim.lr == 0.01 and cfg.data.crop == (64, 96) and cfg.data.root == "d"
+    assert cfg.optim.max_steps == load_config(args.config).optim.max_steps  # flag not given
+
+
 def test_demo_yaml_files_are_the_demo_config(tmp_path):
     for loss in ("ce", "focal"):
         from_file = load_config(

@@ -82,8 +82,9 @@ class RunConfig:
     seed: int = 0
     devices: int | str = "auto"
     num_nodes: int = 1
-    accelerator: str = "auto"
-    precision: str = "auto"  # auto: bf16-mixed on GPU, 32-true on CPU
+    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
+    # auto: bf16-mixed on a GPU, 32-true on CPU
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
     channels_last: bool = True
     compile: bool = False
     val_every: int | None = None  # steps; None = once per epoch
