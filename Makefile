@@ -23,11 +23,11 @@ demo: $(VENV)/.stamp-base
 	$(VENV)/bin/bddseg demo --out $(OUT)
 
 lint: $(VENV)/.stamp-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks notebooks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 format: $(VENV)/.stamp-test
-	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks notebooks
 	$(VENV)/bin/ruff format src tests benchmarks
 
 test: lint
