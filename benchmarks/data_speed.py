@@ -31,9 +31,9 @@ from bddseg.data import (
     list_pairs,
     read_image,
     read_mask,
-    train_transform,
 )
 from bddseg.labels import PALETTE
+from bddseg.transforms import train_transform
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "bdd100k-real"
