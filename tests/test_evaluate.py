@@ -319,6 +319,11 @@ def test_cli_evaluate_folders(folders, tmp_path, capsys):
     captured = capsys.readouterr()
     assert "8 images: official mIoU" in captured.out
     assert "1 of 8 ground-truth masks have no prediction" in captured.err
+    assert len(list(tmp_path.glob("*.png"))) == 3  # the charts
+    bare = tmp_path / "bare"
+    args = ["--pred", str(pred), "--gt", str(gt), "--out", str(bare), "--workers", "1"]
+    assert main(["evaluate", *args, "--no-plots"]) == 0
+    assert (bare / "metrics.json").is_file() and not list(bare.glob("*.png"))
     assert (
         main(["evaluate", "--pred", str(pred), "--gt", str(tmp_path / "x"), "--out", str(tmp_path)])
         == 2
