@@ -432,6 +432,36 @@ def test_build_dataset_limits_and_unpaired(tmp_path):
         build_dataset(_cfg(root), "test", train=False)
 
 
+def test_uint8_samples_normalise_to_the_float_ones(tmp_path):
+    """``normalize=False`` (what training loads) defers the same arithmetic to the device."""
+    root = make_tree(tmp_path, "flat", counts=(("train", 2),))
+    floats = build_dataset(_cfg(root), "train", train=False)
+    raw = build_dataset(_cfg(root), "train", train=False, normalize=False)
+    for i in range(2):
+        (fi, fm), (ri, rm) = floats[i], raw[i]
+        assert ri.dtype == rm.dtype == torch.uint8
+        assert torch.equal(data.normalize_image(ri), fi) and torch.equal(rm.long(), fm)
+    batch = data.collate_skip([raw[0], None, raw[1]])
+    assert batch.images.dtype == torch.uint8 and batch.skipped == 1
+    assert torch.equal(
+        data.normalize_image(batch.images), torch.stack([floats[0][0], floats[1][0]])
+    )
+
+
+def test_collate_pads_mixed_sizes():
+    small = (torch.full((3, 2, 3), 9, dtype=torch.uint8), torch.zeros(2, 3, dtype=torch.uint8))
+    big = (torch.full((3, 4, 5), 9, dtype=torch.uint8), torch.ones(4, 5, dtype=torch.uint8))
+    images, masks, _ = data.collate_skip([small, big])
+    assert images.shape == (2, 3, 4, 5) and masks.shape == (2, 4, 5)
+    assert images[0, :, 2:, :].flatten().tolist()[:1] == [124]  # the mean red, ~0 normalised
+    assert (masks[0, 2:] == 255).all() and (masks[0, :, 3:] == 255).all()
+    assert (masks[0, :2, :3] == 0).all() and (images[1] == 9).all()
+    floats = data.collate_skip(
+        [(small[0].float(), small[1].long()), (big[0].float(), big[1].long())]
+    )
+    assert floats.images.dtype == torch.float32 and floats.images[0, :, 2:, :].abs().sum() == 0
+
+
 def test_skip_bad_samples_and_count_them(tmp_path):
     root = make_tree(tmp_path, "flat", counts=(("train", 4),))
     (root / "images/10k/train/train-02.jpg").write_bytes(b"garbage")

@@ -436,7 +436,10 @@ def normalize_image(image: torch.Tensor) -> torch.Tensor:
 
 
 class SegDataset(Dataset):
-    """Image/mask pairs -> ``(float32 (3, H, W) ImageNet-normalised, int64 (H, W))``.
+    """Image/mask pairs -> ``(float32 (3, H, W) ImageNet-normalised, int64 (H, W))``, or with
+    ``normalize=False`` ``(uint8 (3, H, W), uint8 (H, W))``: a fifth of the bytes through the
+    loader's shared memory and the host-to-GPU copy; the training loop then normalises on the
+    device with :func:`normalize_image` (same arithmetic, same result).
 
     ``unknown="class"``: raw 255 becomes class 19 (20 classes); ``"ignore"``: 255 stays 255.
     Either way, pixels added by padding are 255, so the loss uses ``ignore_index=255`` in
@@ -453,6 +456,7 @@ class SegDataset(Dataset):
         unknown: str = "class",
         transform: Callable | None = None,
         on_bad_sample: str = "error",
+        normalize: bool = True,
     ):
         if unknown not in ("class", "ignore"):
             raise BddsegError(f"unknown must be 'class' or 'ignore', got {unknown!r}")
@@ -464,6 +468,7 @@ class SegDataset(Dataset):
                 raise BddsegError(what, p.mask if p.image is None else p.image)
         self.pairs = list(pairs)
         self.unknown, self.transform, self.on_bad_sample = unknown, transform, on_bad_sample
+        self.normalize = normalize
         self.generator = torch.Generator().manual_seed(0)
 
     def __len__(self) -> int:
@@ -496,11 +501,14 @@ class SegDataset(Dataset):
             else:
                 image, mask = self.transform(image, mask)
         image, mask = image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+        if not self.normalize:
+            return image, mask
         return normalize_image(image), mask.to(torch.int64)
 
 
-def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegDataset:
-    """The dataset for ``split`` of ``cfg.root``, with the train or the eval transform.
+def build_dataset(cfg: DataConfig, split: str, train: bool, normalize: bool = True) -> SegDataset:
+    """The dataset for ``split`` of ``cfg.root``, with the train or the eval transform
+    (``normalize``: see :class:`SegDataset`).
 
     Uses the first ``cfg.max_train_images`` (for ``cfg.train_split``) or ``max_val_images``
     (for ``cfg.val_split``) pairs in stem order. Unpaired files raise under
@@ -530,12 +538,13 @@ def build_dataset(cfg: DataConfig, split: str, train: bool) -> SegDataset:
     if limit is not None:
         pairs = pairs[:limit]
     transform = train_transform(cfg) if train else eval_transform(cfg)
-    return SegDataset(pairs, cfg.unknown, transform, cfg.on_bad_sample)
+    return SegDataset(pairs, cfg.unknown, transform, cfg.on_bad_sample, normalize)
 
 
 class Batch(NamedTuple):
-    """``images float32 (N, 3, H, W)``, ``masks int64 (N, H, W)``, ``skipped``: samples
-    dropped because they failed to load (N may be 0 when all were)."""
+    """``images (N, 3, H, W)``, ``masks (N, H, W)`` (float32 / int64, or both uint8 from a
+    ``normalize=False`` dataset), ``skipped``: samples dropped because they failed to load
+    (N may be 0 when all were)."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -544,15 +553,22 @@ class Batch(NamedTuple):
 
 def collate_skip(samples: list[tuple[torch.Tensor, torch.Tensor] | None]) -> Batch:
     """Stack the samples, dropping ``None`` (skipped) ones and counting them. Samples of
-    different sizes are padded at the right and bottom (image 0, mask 255)."""
+    different sizes are padded at the right and bottom: masks with 255, normalised images
+    with 0 and uint8 images with the ImageNet mean colour (about 0 once normalised)."""
     good = [s for s in samples if s is not None]
     skipped = len(samples) - len(good)
     if not good:
         return Batch(torch.empty(0, 3, 0, 0), torch.empty(0, 0, 0, dtype=torch.int64), skipped)
     h = max(s[0].shape[-2] for s in good)
     w = max(s[0].shape[-1] for s in good)
-    images = torch.zeros(len(good), 3, h, w)
-    masks = torch.full((len(good), h, w), IGNORE_VALUE, dtype=torch.int64)
+    image_type, mask_type = good[0][0].dtype, good[0][1].dtype
+    if all(s[0].shape[-2:] == (h, w) for s in good):  # the usual case: one size
+        images = torch.stack([s[0] for s in good])
+        return Batch(images, torch.stack([s[1] for s in good]), skipped)
+    images = torch.zeros(len(good), 3, h, w, dtype=image_type)
+    if image_type == torch.uint8:
+        images[:] = torch.tensor([round(m * 255) for m in IMAGENET_MEAN]).view(3, 1, 1)
+    masks = torch.full((len(good), h, w), IGNORE_VALUE, dtype=mask_type)
     for i, (image, mask) in enumerate(good):
         images[i, :, : image.shape[-2], : image.shape[-1]] = image
         masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
