@@ -213,7 +213,8 @@ def train_one_epoch(run: Run, state: State) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, fabric) -> dict:
-    """Validation loss and official metrics of ``model`` over ``loader`` (full images).
+    """Validation loss and official metrics of ``model`` over ``loader`` (full images, uint8
+    batches as from ``build_dataset(..., normalize=False)``; normalised here, on the device).
 
     Returns:
         ``{"val_loss", "miou", "pixel_accuracy", "confusion"}``; ``confusion`` is the int64
