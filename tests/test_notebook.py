@@ -7,7 +7,6 @@ the run is marked slow; ``make test`` runs it.
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import nbformat
@@ -68,21 +67,14 @@ def test_committed_conclusion_quotes_the_notebooks_own_numbers():
 
 
 @pytest.mark.slow
-def test_notebook_executes_from_scratch(tmp_path):
+def test_notebook_executes_from_scratch(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
     nb = builder().build()
-    env_before = os.environ.get("BDDSEG_WALKTHROUGH_OUT")
-    os.environ["BDDSEG_WALKTHROUGH_OUT"] = str(tmp_path / "out")  # the kernel inherits it
-    try:
-        NotebookClient(
-            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
-        ).execute()  # raises CellExecutionError on the first failing cell
-    finally:
-        if env_before is None:
-            os.environ.pop("BDDSEG_WALKTHROUGH_OUT")
-        else:
-            os.environ["BDDSEG_WALKTHROUGH_OUT"] = env_before
+    monkeypatch.setenv("BDDSEG_WALKTHROUGH_OUT", str(tmp_path / "out"))  # the kernel inherits it
+    NotebookClient(
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()  # raises CellExecutionError on the first failing cell
     assert (tmp_path / "out" / "report.html").is_file()
     assert (tmp_path / "out" / "runs" / "ce" / "best.pt").is_file()
     assert (tmp_path / "out" / "runs" / "focal" / "best.pt").is_file()

@@ -228,9 +228,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, fabric) -
     for images, masks, _ in loader:
         if images.shape[0] == 0:
             continue
-        images = normalize_image(fabric.to_device(images))
-        images = images.contiguous(memory_format=torch.channels_last)
-        masks = fabric.to_device(masks).long()
+        images, masks = batch_to_device(fabric, images, masks, channels_last=True)
         with fabric.autocast():
             logits = forward_padded(model, images)
         loss_total += float(loss_fn(logits, masks)) * images.shape[0]
@@ -478,10 +476,15 @@ def to_device(run: Run, images: torch.Tensor, masks: torch.Tensor):
     if images.shape[0] == 0:  # every sample of this batch failed to load (on_bad_sample: skip)
         h, w = run.cfg.data.crop
         images, masks = torch.zeros(1, 3, h, w), torch.full((1, h, w), IGNORE_INDEX)  # loss 0
-    images = normalize_image(run.fabric.to_device(images))  # uint8 -> float32 on the device
-    if run.cfg.run.channels_last:
+    return batch_to_device(run.fabric, images, masks, run.cfg.run.channels_last)
+
+
+def batch_to_device(fabric, images: torch.Tensor, masks: torch.Tensor, channels_last: bool):
+    """A loader batch on the device: uint8 images normalised there (float32), masks int64."""
+    images = normalize_image(fabric.to_device(images))
+    if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    return images, run.fabric.to_device(masks).long()
+    return images, fabric.to_device(masks).long()
 
 
 def check_finite(run: Run, state: State, loss: torch.Tensor) -> float:
