@@ -2,6 +2,8 @@
 
 A crash, a full disk or a write error leaves either the old file or none under the final
 name, never a half-written one. Write errors become :class:`BddsegError` with the path.
+The file gets the permissions a plain ``open(path, "w")`` would give it (0644 under umask
+022), not ``mkstemp``'s private 0600.
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise BddsegError(f"cannot write ({e.strerror or e})", final) from None
     tmp = Path(tmp_name)
@@ -43,6 +48,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``os.umask`` can
+    only be read by setting it, which would race with other threads creating files)."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
