@@ -348,7 +348,7 @@ def kill_and_resume(config: Path, data: Path, run: Path, plans=PLANS, seed: int 
 
 def _log_rows(run: Path) -> list[dict]:
     with open(run / "log.csv", newline="") as f:
-        return [{k: v for k, v in r.items() if k not in ("images_per_s", "time_s")}
+        return [{k: v for k, v in r.items() if k not in ("images_per_s", "time_s", "train_s")}
                 for r in csv.DictReader(f)]  # fmt: skip
 
 

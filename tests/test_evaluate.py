@@ -402,9 +402,9 @@ def test_checkpoint_flip_tta_is_flip_equivariant(tiny_run, tmp_path):
     model, _ = model_from_checkpoint(ckpt)
     x = torch.randn(1, 3, 33, 50)
     with torch.inference_mode():
-        a = evaluate._scores(model, x, "flip", (33, 50))
-        b = evaluate._scores(model, x.flip(-1), "flip", (33, 50))
-        c = evaluate._scores(model, x, "flip+scales", (33, 50))
+        a = evaluate.model_scores(model, x, "flip", (33, 50))
+        b = evaluate.model_scores(model, x.flip(-1), "flip", (33, 50))
+        c = evaluate.model_scores(model, x, "flip+scales", (33, 50))
     torch.testing.assert_close(a, b.flip(-1), rtol=1e-4, atol=1e-5)
     assert c.shape == (1, 20, 33, 50)
     with pytest.raises(BddsegError, match="unknown tta"):

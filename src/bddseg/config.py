@@ -37,6 +37,9 @@ class DataConfig:
     on_bad_sample: Literal["error", "skip"] = "error"
     max_train_images: int | None = None  # use only the first N (sorted) train pairs
     max_val_images: int | None = None
+    # rare-class sampling (DAFormer): draw training images by the rarity of the classes they
+    # hold, with this temperature (smaller: rarer classes more often); None: a plain shuffle
+    rare_class_temp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class RunConfig:
     deterministic: bool = False
     checkpoint_every: int | None = None  # steps between last.pt writes; None = at validations only
     stop_at: int | None = None  # end this invocation after this step, saving last.pt (resume later)
+    # exponential moving average of the weights (its top decay, reached after a warm-up):
+    # validation and best.pt use the averaged weights; None turns it off
+    ema_decay: float | None = None
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,7 @@ _RANGES = (
     ("data.workers", 0, True),
     ("data.max_train_images", 1, True),
     ("data.max_val_images", 1, True),
+    ("data.rare_class_temp", 0.0, False),
     ("optim.lr", 0.0, False),
     ("optim.weight_decay", 0.0, True),
     ("optim.momentum", 0.0, True),
@@ -246,6 +253,7 @@ _RANGES = (
     ("run.log_every", 1, True),
     ("run.checkpoint_every", 1, True),
     ("run.stop_at", 1, True),
+    ("run.ema_decay", 0.0, False),
 )
 
 
@@ -270,6 +278,8 @@ def check_values(cfg: Config, source: str | None = None) -> None:
                 raise BddsegError(f"{section}.{key}: {value!r} is not a finite number", source)
     if cfg.data.scale[0] > cfg.data.scale[1]:
         raise BddsegError(f"data.scale: {list(cfg.data.scale)} must be [low, high]", source)
+    if cfg.run.ema_decay is not None and cfg.run.ema_decay >= 1:
+        raise BddsegError(f"run.ema_decay: {cfg.run.ema_decay} must be below 1", source)
     if cfg.optim.warmup_pct >= 1:
         raise BddsegError(f"optim.warmup_pct: {cfg.optim.warmup_pct} must be below 1", source)
 

@@ -506,9 +506,12 @@ class SegDataset(Dataset):
         return normalize_image(image), mask.to(torch.int64)
 
 
-def build_dataset(cfg: DataConfig, split: str, train: bool, normalize: bool = True) -> SegDataset:
+def build_dataset(
+    cfg: DataConfig, split: str, train: bool, normalize: bool = True, full_masks: bool = False
+) -> SegDataset:
     """The dataset for ``split`` of ``cfg.root``, with the train or the eval transform
-    (``normalize``: see :class:`SegDataset`).
+    (``normalize``: see :class:`SegDataset`; ``full_masks``: eval masks stay at their own
+    size when ``cfg.base_size`` resizes the images).
 
     Uses the first ``cfg.max_train_images`` (for ``cfg.train_split``) or ``max_val_images``
     (for ``cfg.val_split``) pairs in stem order. Unpaired files raise under
@@ -537,7 +540,7 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, normalize: bool = Tr
     limit = limits.get(split)
     if limit is not None:
         pairs = pairs[:limit]
-    transform = train_transform(cfg) if train else eval_transform(cfg)
+    transform = train_transform(cfg) if train else eval_transform(cfg, not full_masks)
     return SegDataset(pairs, cfg.unknown, transform, cfg.on_bad_sample, normalize)
 
 

@@ -334,11 +334,11 @@ def evaluate_folders(
 
 
 # ---------------------------------------------------------------- a model over a split
-def _scores(model, images, tta: str, size: tuple[int, int]):
+def model_scores(model, images, tta: str, size: tuple[int, int]):
     """Class scores ``float (N, C, *size)`` whose argmax is the prediction: the logits for
     ``none``, else the mean softmax over the views (:func:`bddseg.predict.tta_probs`, the same
     views as ``bddseg predict``), resized to ``size`` (bilinear) where the model input's size
-    differs from the mask's."""
+    differs from the mask's. Training's validation scores through this too."""
     import torch.nn.functional as F
 
     from bddseg.model import forward_padded
@@ -451,7 +451,7 @@ def evaluate_checkpoint(
             for group in by_shape.values():
                 images = data.normalize_image(torch.stack([img for _, img, _ in group]).to(device))
                 size = tuple(group[0][2].shape)
-                preds = _scores(model, images, tta, size).argmax(1).to(torch.uint8)
+                preds = model_scores(model, images, tta, size).argmax(1).to(torch.uint8)
                 for (i, _, raw), pred in zip(group, preds, strict=True):
                     stem = dataset.dataset.pairs[i].stem
                     if pred.device.type == "cpu":  # numpy: single-threaded, no OpenMP stalls
@@ -469,5 +469,6 @@ __all__ = [
     "Tally",
     "evaluate_checkpoint",
     "evaluate_folders",
+    "model_scores",
     "write_outputs",
 ]

@@ -9,6 +9,7 @@ number of loader workers, and nothing but the step needs saving.
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 from pathlib import Path
@@ -25,13 +26,23 @@ class EpochSampler(Sampler):
     is ``perm[j*G:(j+1)*G]`` (G the global batch) and rank r takes its r-th slice, so the
     ranks see disjoint samples and the global batches do not depend on the number of
     processes. Yields ``(index, sample_seed)``: the seed of that sample's augmentation.
+
+    With ``weights`` (one per sample, e.g. :func:`rare_class_weights`), the epoch's order is
+    ``n`` draws with replacement in proportion to them, seeded the same way.
     """
 
     def __init__(
-        self, n: int, local_batch: int, world: int, rank: int, micro_batches: int, seed: int
+        self,
+        n: int,
+        local_batch: int,
+        world: int,
+        rank: int,
+        micro_batches: int,
+        seed: int,
+        weights: torch.Tensor | None = None,
     ):
         self.n, self.local, self.world, self.rank = n, local_batch, world, rank
-        self.micro_batches, self.seed = micro_batches, seed
+        self.micro_batches, self.seed, self.weights = micro_batches, seed, weights
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -39,7 +50,10 @@ class EpochSampler(Sampler):
 
     def __iter__(self):
         g = torch.Generator().manual_seed(mix(self.seed, self.epoch))
-        perm = torch.randperm(self.n, generator=g).tolist()
+        if self.weights is None:
+            perm = torch.randperm(self.n, generator=g).tolist()
+        else:
+            perm = torch.multinomial(self.weights, self.n, True, generator=g).tolist()
         glob = self.local * self.world
         for j in range(self.start, self.micro_batches):
             for k in range(self.local):
@@ -78,13 +92,14 @@ def train_loader(
     workers: int = 0,
     pin_memory: bool = False,
     trace: Path | None = None,
+    weights: torch.Tensor | None = None,
 ) -> DataLoader:
     """This rank's loader for ``epoch`` from micro-batch ``start`` on, yielding
     :class:`bddseg.data.Batch`. ``trace``: append ``epoch index`` lines for every sample (a
-    test hook)."""
+    test hook). ``weights``: sample in proportion to them (see :class:`EpochSampler`)."""
     from bddseg.data import collate_skip
 
-    sampler = EpochSampler(len(dataset), local_batch, world, rank, micro_batches, seed)
+    sampler = EpochSampler(len(dataset), local_batch, world, rank, micro_batches, seed, weights)
     sampler.set_epoch(epoch, start)
     if trace is not None:
         with open(trace, "a") as f:
@@ -107,6 +122,32 @@ def _one_thread(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def rare_class_weights(
+    presence: torch.Tensor, pixel_share: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Per-image sampling weights of DAFormer's rare-class sampling (Hoyer et al., 2022).
+
+    A class ``c`` is drawn with probability ``P(c) = softmax((1 - f_c) / T)`` over the classes
+    present in the split (``f_c`` its pixel frequency), then an image holding ``c``
+    uniformly; an image's weight is its total probability ``sum_c P(c) [c in i] / n_c``.
+
+    Args:
+        presence: ``bool (N, C)``, whether image ``i`` holds a pixel of class ``c``.
+        pixel_share: ``float (C,)``, each class's share of the pixels (any scale; normalised).
+        temperature: ``T``; small values favour the rarest classes (DAFormer: 0.01).
+
+    Returns:
+        ``float64 (N,)`` weights summing to 1 (uniform for images holding no counted class).
+    """
+    presence = presence.to(torch.float64)
+    counts = presence.sum(0)
+    freq = pixel_share.to(torch.float64) / pixel_share.sum()
+    logits = ((1 - freq) / temperature).masked_fill(counts == 0, -math.inf)
+    p_class = torch.softmax(logits, 0)
+    w = presence @ (p_class / counts.clamp(min=1))
+    return w / w.sum() if w.sum() > 0 else torch.full_like(w, 1 / len(w))
+
+
 def mix(*values: int) -> int:
     """A 63-bit seed from a few integers (stable across runs and platforms)."""
     h = 0x9E3779B97F4A7C15
@@ -126,4 +167,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["EpochSampler", "SeededSamples", "mix", "seed_everything", "step_seed", "train_loader"]
+__all__ = [
+    "EpochSampler",
+    "SeededSamples",
+    "mix",
+    "rare_class_weights",
+    "seed_everything",
+    "step_seed",
+    "train_loader",
+]

@@ -55,6 +55,23 @@ def _count_chunk(masks: list[Path]) -> torch.Tensor:
     return out
 
 
+def _presence_chunk(masks: list[Path]) -> torch.Tensor:
+    """``bool (len(masks), 20)``: which classes (:data:`CLASS_NAMES_20` order) each mask holds."""
+    return torch.stack([decode_mask(path)[1][_VALUES] > 0 for path in masks])
+
+
+def image_presence(
+    root: str | Path, split: str = "train", workers: int = 1, max_images: int | None = None
+) -> torch.Tensor:
+    """``bool (N, 20)``: class presence per image of the split's complete pairs, in the order
+    of :func:`bddseg.data.build_dataset` (stem order, the first ``max_images``)."""
+    pairs = [p for p in list_pairs(root, normalize_split(split)) if p.image and p.mask]
+    masks = [p.mask for p in pairs[:max_images]]
+    if not masks:
+        raise BddsegError(f"no image/mask pairs in the {split} split", root)
+    return torch.cat(list(parallel_map(_presence_chunk, masks, workers)))
+
+
 def _normalise(w: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
     """Mean 1 over present classes; absent classes get the largest present weight."""
     w = torch.where(present, w, 0.0)

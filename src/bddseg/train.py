@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from bddseg.config import Config, OptimConfig, save_yaml, to_dict
 from bddseg.data import normalize_image
 from bddseg.errors import BddsegError
+from bddseg.evaluate import model_scores
 from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
 from bddseg.losses import build_loss
 from bddseg.metrics import confusion_matrix, official_metrics
@@ -49,7 +50,6 @@ from bddseg.model import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
     build_model,
-    forward_padded,
     load_checkpoint,
     load_weights,
     save_checkpoint,
@@ -68,6 +68,7 @@ class TrainResult:
     best_miou: float | None
     last_step: int
     last_val: dict | None = None  # metrics of the last validation of this invocation
+    last_confusion: torch.Tensor | None = None  # its int64 (20, 20) confusion matrix
 
 
 @dataclass
@@ -78,6 +79,7 @@ class State:
     best_miou: float | None = None
     elapsed: float = 0.0
     last_val: dict | None = None
+    last_confusion: torch.Tensor | None = None
     loss_sum: float = 0.0  # train loss since the last log row...
     loss_count: int = 0  # ...over this many steps
     skipped: int = 0  # samples that failed to load (on_bad_sample: skip)
@@ -102,6 +104,8 @@ class Run:
     local_batch: int
     stop: StopFlag
     timer: Timer
+    ema: nn.Module | None = None  # timm ModelEmaV3 of ``raw`` (run.ema_decay)
+    sample_weights: torch.Tensor | None = None  # rare-class sampling (data.rare_class_temp)
     log: CsvLog | None = None
     tb: TensorBoard | None = None
     progress: Progress | None = None
@@ -145,13 +149,16 @@ def train(cfg: Config) -> TrainResult:
     steps_per_epoch, local_batch = epoch_size(len(train_data), cfg, fabric.world_size)
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     state = State()
+    timer = Timer()
     if ckpt is not None:
         state = State(
             step=ckpt["step"], best_miou=ckpt.get("best_metric"), elapsed=ckpt.get("elapsed_s", 0.0)
         )
+        timer = Timer(state.elapsed, ckpt.get("train_s", state.elapsed))
     run = Run(
         cfg, fabric, model, raw, optimizer, loss_fn.to(fabric.device), train_data, val_loader,
-        run_dir, total, steps_per_epoch, local_batch, StopFlag(), Timer(state.elapsed),
+        run_dir, total, steps_per_epoch, local_batch, StopFlag(), timer,
+        build_ema(raw, cfg, ckpt), rare_class_sampling(cfg, fabric),
     )  # fmt: skip
     if fabric.global_rank == 0:
         resume_step = state.step if ckpt is not None else None
@@ -167,7 +174,7 @@ def train(cfg: Config) -> TrainResult:
         finish(run, state)
     if state.stopped and run.stop:
         raise KeyboardInterrupt
-    return TrainResult(run_dir, state.best_miou, state.step, state.last_val)
+    return TrainResult(run_dir, state.best_miou, state.step, state.last_val, state.last_confusion)
 
 
 def train_one_epoch(run: Run, state: State) -> None:
@@ -181,6 +188,7 @@ def train_one_epoch(run: Run, state: State) -> None:
             run.steps_per_epoch * micro, cfg.run.seed, epoch, start * micro,
             cfg.data.workers, pin_memory=fabric.device.type == "cuda",
             trace=run.run_dir / f"samples.rank{fabric.global_rank}.txt" if os.environ.get(TRACE_ENV) else None,
+            weights=run.sample_weights,
         )
     )  # fmt: skip
     model.train()
@@ -205,6 +213,8 @@ def train_one_epoch(run: Run, state: State) -> None:
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        if run.ema is not None:
+            run.ema.update(run.raw, step=state.step)
         run.timer.add_images(run.local_batch * micro * fabric.world_size)
         after_step(run, state, loss_value, lr)
         if state.step >= run.total_steps or state.stopped:
@@ -215,6 +225,9 @@ def train_one_epoch(run: Run, state: State) -> None:
 def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, fabric) -> dict:
     """Validation loss and official metrics of ``model`` over ``loader`` (full images, uint8
     batches as from ``build_dataset(..., normalize=False)``; normalised here, on the device).
+    Where the masks are larger than the images (``full_masks``: the model saw a resized
+    image), the logits are upsampled to the mask's size first (bilinear), as
+    ``bddseg evaluate --checkpoint`` does, so both score the same pixels.
 
     Returns:
         ``{"val_loss", "miou", "pixel_accuracy", "confusion"}``; ``confusion`` is the int64
@@ -230,7 +243,7 @@ def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, fabric) -
             continue
         images, masks = batch_to_device(fabric, images, masks, channels_last=True)
         with fabric.autocast():
-            logits = forward_padded(model, images)
+            logits = model_scores(model, images, "none", tuple(masks.shape[-2:])).float()
         loss_total += float(loss_fn(logits, masks)) * images.shape[0]
         images_total += images.shape[0]
         raw_truth = torch.where(masks == UNKNOWN_ID, IGNORE_VALUE, masks)  # 19 is raw 255
@@ -279,6 +292,7 @@ def after_step(run: Run, state: State, loss_value: float, lr: float) -> None:
                 save_checkpoint(run.run_dir / "last.pt", checkpoint(run, state, training=True))
             run.fabric.barrier()  # the other ranks wait for validation and the checkpoint
     row["time_s"] = round(run.timer.elapsed, 2)
+    row["train_s"] = round(run.timer.train_s, 2)
     if run.log is not None:
         run.log.append(row)
         run.tb.log(row)
@@ -298,13 +312,14 @@ def validate(run: Run, state: State, row: dict) -> None:
     """Evaluate on the val split, fill ``row``'s ``val_*`` and keep ``best.pt`` up to date."""
     if run.val_loader is None:
         return
-    metrics = evaluate(run.raw, run.val_loader, run.loss_fn, run.fabric)
+    metrics = evaluate(eval_model(run), run.val_loader, run.loss_fn, run.fabric)
     row.update(
         val_loss=metrics["val_loss"],
         val_miou=metrics["miou"],
         val_pixel_accuracy=metrics["pixel_accuracy"],
     )
     state.last_val = {k: v for k, v in metrics.items() if k != "confusion"}
+    state.last_confusion = metrics["confusion"]
     miou = metrics["miou"]
     if miou is not None and (state.best_miou is None or miou > state.best_miou):
         state.best_miou = miou
@@ -423,12 +438,57 @@ def build_data(cfg: Config, fabric) -> tuple[Dataset, DataLoader | None]:
         raise BddsegError("the train dataset has no augmentation generator")
     val_loader = None
     if fabric.global_rank == 0:
-        val_data = build_dataset(cfg.data, cfg.data.val_split, train=False, normalize=False)
+        # masks at their own size: validation scores what `bddseg evaluate` scores
+        val_data = build_dataset(
+            cfg.data, cfg.data.val_split, train=False, normalize=False, full_masks=True
+        )
         if len(val_data) == 0:
             raise BddsegError(f"the {cfg.data.val_split} split is empty", cfg.data.root)
         val_batch = max(1, cfg.optim.batch_size // fabric.world_size)
         val_loader = build_loader(val_data, val_batch, False, cfg.data.workers, cfg.run.seed)
     return train_data, val_loader
+
+
+def build_ema(raw: nn.Module, cfg: Config, ckpt: dict | None) -> nn.Module | None:
+    """timm's ``ModelEmaV3`` of the weights and buffers when ``run.ema_decay`` is set.
+
+    Its decay warms up as ``1 - (1 + step) ** -0.75`` to ``ema_decay`` (timm's schedule for
+    short runs), so the average follows the fast early changes and smooths the late ones.
+    """
+    if cfg.run.ema_decay is None:
+        return None
+    from timm.utils.model_ema import ModelEmaV3
+
+    ema = ModelEmaV3(raw, decay=cfg.run.ema_decay, use_warmup=True, warmup_power=0.75)
+    if ckpt is not None:
+        if "ema" not in ckpt:
+            raise BddsegError(
+                "last.pt has no averaged weights (run.ema_decay was off)", cfg.run.out
+            )
+        ema.module.load_state_dict(ckpt["ema"])
+    return ema
+
+
+def eval_model(run: Run) -> nn.Module:
+    """The weights that validation scores and ``best.pt`` keeps: the average, if any."""
+    return run.ema.module if run.ema is not None else run.raw
+
+
+def rare_class_sampling(cfg: Config, fabric) -> torch.Tensor | None:
+    """Per-image sampling weights for ``data.rare_class_temp`` (None when it is off)."""
+    if cfg.data.rare_class_temp is None:
+        return None
+    from bddseg.labels import CLASS_NAMES
+    from bddseg.sampling import rare_class_weights
+    from bddseg.stats import compute_stats, image_presence
+
+    d, workers = cfg.data, max(1, cfg.data.workers)
+    with fabric.rank_zero_first():  # the statistics are cached by the first rank
+        stats = compute_stats(d.root, d.train_split, workers=workers, max_images=d.max_train_images)
+    share = torch.tensor([stats["pixel_share"][name] for name in CLASS_NAMES])
+    presence = image_presence(d.root, d.train_split, workers, d.max_train_images)
+    # unknown (255) takes no part in the choice: it is in nearly every image
+    return rare_class_weights(presence[:, : len(CLASS_NAMES)], share, d.rare_class_temp)
 
 
 def epoch_size(n: int, cfg: Config, world_size: int) -> tuple[int, int]:
@@ -519,7 +579,7 @@ def checkpoint(run: Run, state: State, training: bool) -> dict:
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "model": run.raw.state_dict(),
+        "model": (run.raw if training else eval_model(run)).state_dict(),
         "config": to_dict(run.cfg),
         "num_classes": run.cfg.num_classes,
         "step": state.step,
@@ -546,7 +606,10 @@ def checkpoint(run: Run, state: State, training: bool) -> dict:
                 "seed": run.cfg.run.seed,
             },
             elapsed_s=run.timer.elapsed,
+            train_s=run.timer.train_s,
         )
+        if run.ema is not None:
+            ckpt["ema"] = run.ema.module.state_dict()
     return ckpt
 
 

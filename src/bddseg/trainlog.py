@@ -26,6 +26,7 @@ LOG_COLUMNS = (
     "val_pixel_accuracy",
     "images_per_s",
     "time_s",
+    "train_s",  # time_s less validation and checkpoints
 )
 
 
@@ -182,16 +183,23 @@ class StopFlag:
 class Timer:
     """Training wall time, cumulative across resumes, and images/s per logging window."""
 
-    def __init__(self, elapsed: float = 0.0):
+    def __init__(self, elapsed: float = 0.0, train_s: float | None = None):
         self.offset = elapsed
         self.start = time.perf_counter()
         self.window_start = self.start
         self.window_images = 0
         self.paused = 0.0
+        # all paused time so far (validation, checkpoints), resumed runs' included
+        self.paused_total = elapsed - (elapsed if train_s is None else train_s)
 
     @property
     def elapsed(self) -> float:
         return self.offset + time.perf_counter() - self.start
+
+    @property
+    def train_s(self) -> float:
+        """Seconds spent training: :attr:`elapsed` less validation and checkpoints."""
+        return self.elapsed - self.paused_total
 
     def add_images(self, n: int) -> None:
         self.window_images += n
@@ -213,3 +221,4 @@ class Timer:
             yield
         finally:
             self.paused += time.perf_counter() - t
+            self.paused_total += time.perf_counter() - t

@@ -115,12 +115,13 @@ class TrainTransform:
 class EvalTransform:
     """Full image; resized (image bilinear, mask NEAREST_EXACT) only when ``base_size`` is set,
     so validation sees the scale training saw. Padding to a multiple of 32 happens in
-    :func:`bddseg.model.forward_padded`."""
+    :func:`bddseg.model.forward_padded`. ``resize_mask=False`` keeps the mask at its own size,
+    for scoring predictions upsampled to it (the official metric's resolution)."""
 
     takes_generator = True
 
-    def __init__(self, base_size: tuple[int, int] | None = None):
-        self.base_size = base_size
+    def __init__(self, base_size: tuple[int, int] | None = None, resize_mask: bool = True):
+        self.base_size, self.resize_mask = base_size, resize_mask
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None
@@ -130,11 +131,12 @@ class EvalTransform:
             return image, mask
         size = list(self.base_size)
         image = F.resize_image(image, size, InterpolationMode.BILINEAR, antialias=True)
-        mask = F.resize_image(mask[None], size, InterpolationMode.NEAREST_EXACT)[0]
+        if self.resize_mask:
+            mask = F.resize_image(mask[None], size, InterpolationMode.NEAREST_EXACT)[0]
         return image, mask
 
     def __repr__(self) -> str:
-        return f"EvalTransform(base_size={self.base_size})"
+        return f"EvalTransform(base_size={self.base_size}, resize_mask={self.resize_mask})"
 
 
 def train_transform(cfg: DataConfig) -> TrainTransform:
@@ -142,6 +144,7 @@ def train_transform(cfg: DataConfig) -> TrainTransform:
     return TrainTransform(cfg.crop, cfg.scale, cfg.base_size, cfg.hflip, cfg.jitter)
 
 
-def eval_transform(cfg: DataConfig) -> EvalTransform:
-    """The evaluation transform: the image as is (or resized to ``cfg.base_size``)."""
-    return EvalTransform(cfg.base_size)
+def eval_transform(cfg: DataConfig, resize_mask: bool = True) -> EvalTransform:
+    """The evaluation transform: the image as is (or resized to ``cfg.base_size``; the mask too
+    unless ``resize_mask`` is False)."""
+    return EvalTransform(cfg.base_size, resize_mask)
