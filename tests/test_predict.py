@@ -312,3 +312,41 @@ def test_written_masks_evaluate_like_the_model(ckpt, synth_root, tmp_path):
     direct = evaluate_checkpoint(ckpt, synth_root, tmp_path / "ev2", workers=0, plots=False)
     assert from_files["num_images"] == direct["num_images"] == len(list(images.iterdir()))
     assert from_files["official"] == direct["official"]  # same confusion matrix, exactly
+
+
+def test_predict_follows_the_scale_the_model_was_trained_at(synth_root, tmp_path):
+    """A model trained with data.base_size sees images at that size in every route: training's
+    validation, `evaluate --checkpoint` and `predict` give the same masks (19 classes)."""
+    from bddseg.config import from_dict
+    from bddseg.data import list_pairs, read_mask
+    from bddseg.evaluate import evaluate_checkpoint
+    from bddseg.export import export_onnx
+    from bddseg.metrics import confusion_matrix
+    from bddseg.train import train
+
+    cfg = from_dict(
+        {
+            "data": {"root": str(synth_root), "unknown": "ignore", "workers": 0},
+            "model": {"pretrained": False},
+            "optim": {"batch_size": 4, "max_steps": 2},
+            "run": {"out": str(tmp_path / "run"), "accelerator": "cpu", "val_every": 2},
+        }
+    )
+    cfg = from_dict({"data": {"base_size": [48, 80], "crop": [48, 80]}}, cfg)
+    result = train(cfg)
+    best = tmp_path / "run" / "best.pt"
+    evaluate_checkpoint(best, synth_root, tmp_path / "eval", plots=False, progress=False)
+    p = load_predictor(best)
+    assert p.input_size == (48, 80)
+    cm = torch.zeros(20, 20, dtype=torch.int64)
+    for pair in list_pairs(synth_root, "val"):
+        mask = p.predict(pair.image)
+        assert mask.shape == (96, 160)
+        saved = np.asarray(Image.open(tmp_path / "eval" / "pred" / f"{pair.stem}.png"))
+        np.testing.assert_array_equal(mask, saved)
+        cm += confusion_matrix(torch.from_numpy(mask), read_mask(pair.mask))
+    assert torch.equal(cm, result.last_confusion)  # the training validation's matrix
+    # an ONNX export carries the input size, and its predictor follows it too
+    onnx_p = load_predictor(export_onnx(best, tmp_path / "m.onnx"))
+    assert onnx_p.input_size == (48, 80)
+    assert onnx_p.predict(pair.image).shape == (96, 160)

@@ -57,7 +57,7 @@ def export_onnx(
         raise BddsegError(
             "the output must end in .onnx (load_predictor picks the runtime by it)", out
         )
-    model, _ = model_from_checkpoint(checkpoint, "cpu")
+    model, cfg = model_from_checkpoint(checkpoint, "cpu")
     num_classes = model.segmentation_head[0].out_channels
     h, w = (-(-s // PAD_MULTIPLE) * PAD_MULTIPLE for s in FIXED_SIZE)
     dummy = torch.zeros(1, 3, h, w)
@@ -87,6 +87,8 @@ def export_onnx(
         "bddseg.mean": json.dumps(list(IMAGENET_MEAN)),
         "bddseg.std": json.dumps(list(IMAGENET_STD)),
         "bddseg.pad_multiple": str(PAD_MULTIPLE),
+        # the scale the model was trained at (data.base_size): Predictor resizes images to it
+        "bddseg.input_size": json.dumps(list(cfg.data.base_size) if cfg.data.base_size else None),
         "bddseg.input": "images: float32 (N,3,H,W) ImageNet-normalised RGB, H and W multiples of 32",
     }
     for key, value in meta.items():
@@ -142,6 +144,11 @@ class OnnxForward:
         self.num_classes = c if isinstance(c, int) else int(meta.get("bddseg.num_classes", 0))
         if not self.num_classes:
             raise BddsegError("cannot tell the number of classes of this ONNX model", p)
+        try:
+            size = json.loads(meta.get("bddseg.input_size", "null"))
+            self.input_size = (int(size[0]), int(size[1])) if size else None
+        except (ValueError, TypeError, IndexError, KeyError):
+            raise BddsegError("bad bddseg.input_size in the ONNX metadata", p) from None
         self.path = p
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

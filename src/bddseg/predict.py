@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms.v2 import InterpolationMode
 
 from bddseg.data import IMAGE_SUFFIXES, normalize_image, read_image
 from bddseg.errors import BddsegError
@@ -161,6 +163,10 @@ class Predictor:
             has a ``max_size`` (a fixed-shape ONNX file) that the image exceeds.
         overlap: fraction of a window shared with its neighbour.
         keep_unknown: see :func:`to_class_map`. The official evaluator counts 255 as a miss.
+        input_size: ``(h, w)`` the model takes images at (a checkpoint's ``data.base_size``,
+            the scale it was trained at): images are resized to it (bilinear, antialiased,
+            as in training) and the scores resized back to the image (bilinear), as
+            ``bddseg evaluate --checkpoint`` does. ``None``: the image's own size.
     """
 
     def __init__(
@@ -173,6 +179,7 @@ class Predictor:
         window: tuple[int, int] | None = None,
         overlap: float = 0.25,
         keep_unknown: bool = False,
+        input_size: tuple[int, int] | None = None,
     ):
         if tta not in TTA_MODES:
             raise BddsegError(f"unknown tta {tta!r} (valid: {', '.join(TTA_MODES)})")
@@ -185,6 +192,7 @@ class Predictor:
         self.window = window
         self.overlap = overlap
         self.keep_unknown = keep_unknown
+        self.input_size = tuple(input_size) if input_size else None
 
     @classmethod
     def from_checkpoint(
@@ -195,11 +203,14 @@ class Predictor:
         bf16: bool = False,
         **options: Any,
     ) -> Predictor:
-        """A PyTorch predictor; ``bf16`` runs the network under bfloat16 autocast."""
+        """A PyTorch predictor; ``bf16`` runs the network under bfloat16 autocast. Images are
+        taken at the scale the model was trained at (``input_size``: the config's
+        ``data.base_size`` unless given)."""
         from bddseg.model import forward_padded, model_from_checkpoint
 
         device = torch.device(device)
-        model, _ = model_from_checkpoint(path, device)
+        model, cfg = model_from_checkpoint(path, device)
+        options.setdefault("input_size", cfg.data.base_size)
         num_classes = model.segmentation_head[0].out_channels
 
         def forward(x: torch.Tensor) -> torch.Tensor:
@@ -217,17 +228,24 @@ class Predictor:
         from bddseg.export import OnnxForward
 
         forward = OnnxForward(path, device=str(device))
+        options.setdefault("input_size", forward.input_size)
         return cls(forward, forward.num_classes, device="cpu", **options)
 
     # ---------------------------------------------------------------- tensors
-    def _batch(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        """Anything accepted -> normalised float32 ``(N, 3, H, W)`` on ``self.device``.
+    def _batch(
+        self, images: ImageLike | Sequence[ImageLike]
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Anything accepted -> (normalised float32 ``(N, 3, h, w)`` on ``self.device`` at the
+        model's input size, the images' own ``(H, W)``).
 
         A float tensor is taken as already normalised (what the training Dataset yields).
         """
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             x = images if images.ndim == 4 else images[None]
-            return x.to(self.device)
+            size = tuple(x.shape[-2:])
+            if self.input_size and size != self.input_size:
+                x = F.interpolate(x, self.input_size, mode="bilinear", antialias=True)
+            return x.to(self.device), size
         if isinstance(images, torch.Tensor) and images.ndim == 4:
             chw = list(images)
         elif (
@@ -239,11 +257,24 @@ class Predictor:
         sizes = {tuple(c.shape[-2:]) for c in chw}
         if len(sizes) != 1:
             raise BddsegError(f"a batch needs images of one size, got {sorted(sizes)}")
-        return preprocess(torch.stack(chw).to(self.device))
+        x, size = torch.stack(chw), sizes.pop()
+        if self.input_size and size != self.input_size:  # uint8, as training's EvalTransform
+            x = TF.resize_image(
+                x, list(self.input_size), InterpolationMode.BILINEAR, antialias=True
+            )
+        return preprocess(x.to(self.device)), size
+
+    @staticmethod
+    def _back(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Scores resized (bilinear) to the images' own size where the model saw another."""
+        if tuple(scores.shape[-2:]) == tuple(size):
+            return scores
+        return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
 
     def logits(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Raw logits ``(N, C, H, W)`` float32 of one plain pass (no TTA, no window)."""
-        return self.forward(self._batch(images)).float()
+        x, size = self._batch(images)
+        return self._back(self.forward(x).float(), size)
 
     def _window_for(self, x: torch.Tensor) -> tuple[int, int] | None:
         if self.window is not None:
@@ -261,14 +292,15 @@ class Predictor:
 
     def probs(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """Softmax ``(N, C, H, W)`` averaged over the TTA views and the windows."""
-        return tta_probs(self._view_probs, self._batch(images), self.tta)
+        x, size = self._batch(images)
+        return self._back(tta_probs(self._view_probs, x, self.tta), size)
 
     def scores(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """What the masks are the argmax of: logits for one plain pass, else :meth:`probs`."""
-        x = self._batch(images)
+        x, size = self._batch(images)
         if self.tta == "none" and self._window_for(x) is None:
-            return self.forward(x).float()
-        return tta_probs(self._view_probs, x, self.tta)
+            return self._back(self.forward(x).float(), size)
+        return self._back(tta_probs(self._view_probs, x, self.tta), size)
 
     def class_map(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """uint8 train ids ``(N, H, W)`` on ``self.device`` (see :func:`to_class_map`)."""
