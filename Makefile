@@ -5,8 +5,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 OUT    ?= demo_out
+FASTAI := .venv-fastai
 
-.PHONY: demo test lint format bench notebook clean
+.PHONY: demo test lint format bench bench-real notebook clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,12 @@ test: lint
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/run_all.py
 
+# bddseg's CPU recipes against the original fastai recipe on the real BDD100K sample
+# (BDDSEG_SAMPLE_DATA, default ../shared/data/bdd100k-sample): about 35 minutes on 2 cores.
+# BENCH_REAL_ARGS="--budget 240" for a shorter run.
+bench-real: $(VENV)/.stamp-test $(FASTAI)/.stamp
+	$(PY) benchmarks/real_sample.py --out runs/real_sample $(BENCH_REAL_ARGS)
+
 notebook: $(VENV)/.stamp-test
 	$(PIP) install -q jupyterlab
 	$(VENV)/bin/jupyter lab notebooks/walkthrough.ipynb
@@ -52,4 +59,14 @@ $(OFFICIAL)/.stamp:
 	rm -rf $(OFFICIAL)
 	$(PYTHON) -m venv $(OFFICIAL)
 	$(OFFICIAL)/bin/python -m pip --disable-pip-version-check -q install 'bdd100k==1.0.1' 'pydantic<2'
+	touch $@
+
+# The original project's recipe (fastai unet_learner + fit_one_cycle) in its own venv, for the
+# real-data benchmark (benchmarks/real_sample.py). Same torch as ours; fastai from PyPI.
+.PHONY: .venv-fastai
+.venv-fastai: $(FASTAI)/.stamp
+$(FASTAI)/.stamp:
+	rm -rf $(FASTAI)
+	$(PYTHON) -m venv $(FASTAI)
+	$(FASTAI)/bin/python -m pip --disable-pip-version-check -q install 'fastai==2.8.12' 'torch>=2.4' 'torchvision>=0.19'
 	touch $@

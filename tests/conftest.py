@@ -9,6 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "bdd100k-real"
+DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "bdd100k-sample"
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +33,29 @@ def synth_root(tmp_path_factory) -> Path:
     return make_dataset(out, train=12, val=6, test=4, height=96, width=160, seed=0, workers=1)
 
 
-@pytest.fixture(scope="session")
-def real_root() -> Path:
-    """The 24 real BDD100K pairs. ``BDDSEG_REAL_DATA`` set but missing is a failure, not a skip."""
-    env = os.environ.get("BDDSEG_REAL_DATA")
+def _shared_data(variable: str, default: Path, what: str) -> Path:
+    """``$variable`` (relative to the repo), else ``default``; set but missing is a failure,
+    not a skip; neither there skips."""
+    env = os.environ.get(variable)
     if env:
         root = Path(env)
         if not root.is_absolute():
             root = (REPO / root).resolve()
         if not (root / "images").is_dir():
-            pytest.fail(f"BDDSEG_REAL_DATA={env} is set but {root}/images does not exist")
+            pytest.fail(f"{variable}={env} is set but {root}/images does not exist")
         return root
-    if (DEFAULT_REAL / "images").is_dir():
-        return DEFAULT_REAL
-    pytest.skip("real BDD100K pairs not available (set BDDSEG_REAL_DATA)")
+    if (default / "images").is_dir():
+        return default
+    pytest.skip(f"{what} not available (set {variable})")
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The 24 real BDD100K pairs (16 train, 8 val)."""
+    return _shared_data("BDDSEG_REAL_DATA", DEFAULT_REAL, "real BDD100K pairs")
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    """The real BDD100K sample: 170 train, 50 val pairs."""
+    return _shared_data("BDDSEG_SAMPLE_DATA", DEFAULT_SAMPLE, "the real BDD100K sample")
