@@ -190,7 +190,7 @@ class Timer:
         self.window_images = 0
         self.paused = 0.0
         # all paused time so far (validation, checkpoints), resumed runs' included
-        self.paused_total = elapsed - (elapsed if train_s is None else train_s)
+        self.paused_total = 0.0 if train_s is None else elapsed - train_s
 
     @property
     def elapsed(self) -> float:
@@ -220,5 +220,6 @@ class Timer:
         try:
             yield
         finally:
-            self.paused += time.perf_counter() - t
-            self.paused_total += time.perf_counter() - t
+            seconds = time.perf_counter() - t
+            self.paused += seconds
+            self.paused_total += seconds
