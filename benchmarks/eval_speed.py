@@ -9,6 +9,12 @@ times; checks that the numbers agree (x100, to 1e-4); prints the ratio of median
 with ``--append``, adds a section to benchmarks/RESULTS.md.
 
     .venv/bin/python benchmarks/eval_speed.py [--n 500] [--workers 2] [--append]
+    .venv/bin/python benchmarks/eval_speed.py --real [--workers 2] [--append]
+
+``--real`` takes the ground truth from the 1,000 official BDD100K val masks instead
+(``$BDDSEG_VAL_MASKS``, default ../shared/data/bdd100k-val-masks; a set but missing folder is
+an error): the truth is read in place, and each prediction is made from its truth the same way
+(shifted, objects relabelled, stray blobs, 19/255/0 on the 255 pixels).
 
 Needs the official tool in .venv-official (``make .venv-official``) or BDDSEG_OFFICIAL_PYTHON.
 """
@@ -105,6 +111,34 @@ def _write_pair(args: tuple[int, int, Path]) -> None:
     Image.fromarray(make_pred(rng, gt)).save(root / "pred" / f"{i:05d}.png")
 
 
+def _write_real_pred(args: tuple[int, int, Path, Path]) -> None:
+    i, seed, gt_path, root = args
+    rng = np.random.default_rng([seed, i])
+    with Image.open(gt_path) as im:
+        gt = np.asarray(im)
+    Image.fromarray(make_pred(rng, gt)).save(root / "pred" / gt_path.name)
+
+
+def real_masks_dir() -> Path:
+    """The official val masks: ``$BDDSEG_VAL_MASKS`` (must exist when set) or the default."""
+    env = os.environ.get("BDDSEG_VAL_MASKS")
+    base = Path(env) if env else REPO.parent / "shared" / "data" / "bdd100k-val-masks"
+    folder = base / "labels" / "sem_seg" / "masks" / "val"
+    if not folder.is_dir():
+        sys.exit(f"no val masks at {folder} (BDDSEG_VAL_MASKS={env!r})")
+    return folder
+
+
+def generate_real(root: Path, gt_dir: Path, seed: int, workers: int) -> int:
+    """Predictions for every real val mask in ``gt_dir``, into ``root/pred``; returns the count."""
+    (root / "pred").mkdir(parents=True, exist_ok=True)
+    gts = sorted(gt_dir.glob("*.png"))
+    todo = [(i, seed, g, root) for i, g in enumerate(gts) if not (root / "pred" / g.name).exists()]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_write_real_pred, todo, chunksize=8))
+    return len(gts)
+
+
 def generate(root: Path, n: int, seed: int, workers: int) -> None:
     (root / "gt").mkdir(parents=True, exist_ok=True)
     (root / "pred").mkdir(parents=True, exist_ok=True)
@@ -162,6 +196,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", help="keep the generated pairs here (default: a temporary folder)")
     ap.add_argument(
+        "--real", action="store_true", help="the 1,000 official val masks as ground truth"
+    )
+    ap.add_argument(
         "--append", action="store_true", help="add the figures to benchmarks/RESULTS.md"
     )
     args = ap.parse_args()
@@ -169,17 +206,22 @@ def main() -> None:
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bddseg_eval_speed_"))
     try:
         t0 = time.perf_counter()
-        if not (root / "gt" / f"{args.n - 1:05d}.png").exists():
-            generate(root, args.n, args.seed, args.workers)
+        if args.real:
+            gt_dir = real_masks_dir()
+            args.n = generate_real(root, gt_dir, args.seed, args.workers)
+        else:
+            gt_dir = root / "gt"
+            if not (gt_dir / f"{args.n - 1:05d}.png").exists():
+                generate(root, args.n, args.seed, args.workers)
         print(f"{args.n} pairs in {root} ({time.perf_counter() - t0:.1f} s to generate)")
         bddseg = str(Path(sys.executable).with_name("bddseg"))
-        ours_cmd = [bddseg, "evaluate", "--pred", str(root / "pred"), "--gt", str(root / "gt"),
+        ours_cmd = [bddseg, "evaluate", "--pred", str(root / "pred"), "--gt", str(gt_dir),
                     "--out", str(root / "ours"), "--workers", str(args.workers)]  # fmt: skip
-        off_cmd = [str(official_python()), "-m", "bdd100k.eval.run", "-t", "sem_seg", "-g", str(root / "gt"),
+        off_cmd = [str(official_python()), "-m", "bdd100k.eval.run", "-t", "sem_seg", "-g", str(gt_dir),
                    "-r", str(root / "pred"), "--nproc", str(args.workers), "--out-file", str(root / "official.json")]  # fmt: skip
         bare_cmd = [sys.executable, "-c", "import sys; from bddseg.evaluate import evaluate_folders as f; "
                     "f(sys.argv[1], sys.argv[2], sys.argv[3], workers=int(sys.argv[4]), plots=False)",
-                    str(root / "pred"), str(root / "gt"), str(root / "bare"), str(args.workers)]  # fmt: skip
+                    str(root / "pred"), str(gt_dir), str(root / "bare"), str(args.workers)]  # fmt: skip
         load_before = os.getloadavg()
         times: dict[str, list[tuple[float, float]]] = {"ours": [], "bare": [], "official": []}
         for _ in range(args.repeat):
@@ -206,8 +248,13 @@ def main() -> None:
     diff_note = "" if diff <= 1e-4 else "  **MISMATCH**"
     machine = (f"{os.cpu_count()} cores ({cpu_name()}), shared with other jobs; load average "
                f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")  # fmt: skip
+    what = (
+        "official BDD100K val masks as truth (predictions made from them)"
+        if args.real
+        else "generated"
+    )
     lines = [
-        f"- {args.n} generated 1280x720 pairs, `--workers {args.workers}` / `--nproc {args.workers}`; each "
+        f"- {args.n} {what} 1280x720 pairs, `--workers {args.workers}` / `--nproc {args.workers}`; each "
         f"command end to end (interpreter start-up included); median of {args.repeat} alternating runs; "
         "CPU = user + system of the command and its worker processes",
         f"- official `python -m bdd100k.eval.run -t sem_seg` (1.0.1): {line('official')}",
@@ -224,7 +271,8 @@ def main() -> None:
         section = (
             "\n## Evaluation speed: `bddseg evaluate --pred --gt` vs the official evaluator\n\n"
         )
-        section += f"`benchmarks/eval_speed.py --n {args.n} --workers {args.workers}` ({time.strftime('%Y-%m-%d')})\n\n"
+        flags = "--real" if args.real else f"--n {args.n}"
+        section += f"`benchmarks/eval_speed.py {flags} --workers {args.workers}` ({time.strftime('%Y-%m-%d')})\n\n"
         path.write_text(text.rstrip("\n") + "\n" + section + "\n".join(lines) + "\n")
         print(f"appended to {path}")
     if diff > 1e-4:

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from bddseg.demo import FULL
 from bddseg.synth import make_dataset
-from bddseg.train import demo_config, train
+from bddseg.demo import demo_config
+from bddseg.train import train
 
 SECTION = "## Training on the built-in dataset (benchmarks/train_synthetic.py)"
 

@@ -43,14 +43,16 @@ from IPython.display import HTML, Image, Markdown, display
 import bddseg
 from bddseg import labels
 from bddseg.config import load_config, override
-from bddseg.data import check_dataset, compute_stats, find_layout, list_pairs, read_image, read_mask
+from bddseg.data import check_dataset, find_layout, list_pairs, read_image, read_mask
 from bddseg.evaluate import evaluate_checkpoint
 from bddseg.model import build_model
 from bddseg.plots import overlay, plot_class_stats, plot_sample_grid
 from bddseg.predict import predict_inputs
 from bddseg.report import write_report
+from bddseg.stats import compute_stats
 from bddseg.synth import make_dataset
-from bddseg.train import demo_config, train
+from bddseg.demo import demo_config
+from bddseg.train import train
 
 DATA_ROOT = None  # e.g. "/data/bdd100k" (the folder given to `bddseg download`) for real data
 STEPS = 160  # training steps per model on the built-in data (None: the full demo recipe)

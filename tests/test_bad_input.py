@@ -355,19 +355,19 @@ IMAGE_FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
 }
 MASK_FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
     "zero-byte mask": (zero_bytes, "empty (0 bytes)"),
-    "truncated mask": (truncate, "truncated or corrupt"),
+    "truncated mask": (truncate, "the file is truncated"),
     "RGB mask": (rgb_mask, "mask is RGB"),
     "16-bit mask": (mask_16bit, "16-bit"),
     "mask of the wrong size": (half_size, "mask is 80x48 but its image is 160x96"),
     "mask values 19..254": (values_19_to_254, "invalid values 19, 20, 21"),
 }
-# the same masks read by folder evaluation (PIL) in --pred/--gt mode
+# the same masks read by folder evaluation in --pred/--gt mode (the same decoder, bddseg.masks)
 FOLDER_FAULTS: dict[str, tuple[Callable[[Path], None], str]] = {
-    "zero-byte mask": (zero_bytes, "cannot decode"),
-    "truncated mask": (truncate, "cannot decode"),
-    "text file named .png": (text_file, "cannot decode"),
-    "RGB mask": (rgb_mask, "not mode RGB"),
-    "16-bit mask": (mask_16bit, "not mode I;16"),
+    "zero-byte mask": (zero_bytes, "empty (0 bytes)"),
+    "truncated mask": (truncate, "the file is truncated"),
+    "text file named .png": (text_file, "is not a PNG file"),
+    "RGB mask": (rgb_mask, "is RGB; masks must be single-channel"),
+    "16-bit mask": (mask_16bit, "16-bit; masks must be single-channel 8-bit"),
     "mask values 19..254": (values_19_to_254, "19"),
 }
 
@@ -656,8 +656,8 @@ for _fault, (_corrupt, _problem) in FOLDER_FAULTS.items():
 
 for _fault, (_corrupt, _problem) in {
     "mask of the wrong size": (half_size, "prediction is 80x48 but its ground truth"),
-    "RGB mask": (rgb_mask, "not mode RGB"),
-    "truncated mask": (truncate, "cannot decode prediction"),
+    "RGB mask": (rgb_mask, "prediction is RGB"),
+    "truncated mask": (truncate, "cannot decode prediction: the file is truncated"),
 }.items():
 
     def _pred_fault(w: World, corrupt=_corrupt, problem=_problem) -> Setup:
@@ -1051,7 +1051,7 @@ def test_mask_decoding_raises_only_bddseg_error(tmp_path, mode, h, w, seed, vali
     """Random PNGs of every mode, truncated and bit-flipped: the strict decoder (data) and the
     folder evaluator's decoder (evaluate) return a valid mask or raise BddsegError."""
     from bddseg.data import read_image, read_mask
-    from bddseg.evaluate import _read_png
+    from bddseg.masks import read_mask as read_any_mask
 
     data = bytearray(_png_bytes(mode, h, w, seed, valid))
     pristine = bytes(data)
@@ -1071,7 +1071,7 @@ def test_mask_decoding_raises_only_bddseg_error(tmp_path, mode, h, w, seed, vali
         assert values <= {*range(19), 255}
     if bytes(data) == pristine and mode in ("L", "P") and valid:
         assert read_mask(path).shape == (h, w)  # a good mask always decodes
-    for decode in (lambda p: _read_png(p, "mask"), read_image):
+    for decode in (lambda p: read_any_mask(p, "mask", check_values=False), read_image):
         with contextlib.suppress(BddsegError):
             decode(path)
 

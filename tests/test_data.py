@@ -1,10 +1,9 @@
-"""Tests for bddseg.data (and the statistics re-exported from bddseg.stats)."""
+"""Tests for bddseg.data (the statistics are tested in tests/test_stats.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -25,8 +24,6 @@ from bddseg.data import (
     build_dataset,
     build_loader,
     check_dataset,
-    class_weights,
-    compute_stats,
     find_layout,
     list_pairs,
     read_image,
@@ -34,7 +31,6 @@ from bddseg.data import (
     splits_present,
 )
 from bddseg.errors import BddsegError
-from bddseg.labels import CLASS_NAMES_20
 
 H, W = 24, 40
 
@@ -285,109 +281,6 @@ def test_read_mask_round_trips_valid_arrays(tmp_path, arr, cut):
     path.write_bytes(png[: len(png) - cut - 13])  # truncated inside the data or the header
     with contextlib.suppress(BddsegError):  # decodes or fails cleanly, nothing else
         read_mask(path)
-
-
-# ---------------------------------------------------------------- statistics
-@pytest.mark.real
-def test_stats_match_independent_count(real_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "cache"))
-    stats = compute_stats(real_root, split="train", workers=2)
-    files = sorted((real_root / "labels/sem_seg/masks/train").glob("*.png"))
-    counts = np.zeros(256, np.int64)
-    images = np.zeros(256, np.int64)
-    for f in files:
-        c = np.bincount(np.asarray(Image.open(f)).ravel(), minlength=256)
-        counts += c
-        images += c > 0
-    ids = [*range(19), 255]
-    assert list(stats) == ["pixel_share", "image_count", "weights", "num_images"]
-    assert list(stats["pixel_share"]) == list(CLASS_NAMES_20)
-    assert stats["num_images"] == len(files) == 16
-    share = 100 * counts[ids] / counts[ids].sum()
-    np.testing.assert_allclose(list(stats["pixel_share"].values()), share, rtol=1e-9)
-    assert list(stats["image_count"].values()) == images[ids].tolist()
-    assert set(stats["weights"]) == {"inverse", "median", "effective"}
-    present = counts[ids] > 0
-    inv = np.array(list(stats["weights"]["inverse"].values()))
-    expected = np.where(present, counts[ids].sum() / np.maximum(counts[ids], 1), 0)
-    expected = expected * present.sum() / expected.sum()
-    np.testing.assert_allclose(inv[present], expected[present], rtol=1e-9)
-    assert stats["weights"]["inverse"]["train"] == pytest.approx(inv.max())  # absent: max
-
-
-def test_weight_formulas_by_hand():
-    from bddseg.stats import weights_from_counts
-
-    pixels = torch.tensor([100.0, 300.0, 0.0, 600.0], dtype=torch.float64)
-    image_pixels = torch.tensor([1000.0, 1000.0, 0.0, 2000.0], dtype=torch.float64)
-    w = weights_from_counts(pixels, image_pixels, beta=0.99)
-    inv = np.array([10, 10 / 3, 0, 10 / 6])
-    inv = inv * 3 / inv.sum()
-    np.testing.assert_allclose(w["inverse"].numpy(), [inv[0], inv[1], inv[0], inv[3]])
-    freq = np.array([0.1, 0.3, 0.3])  # classes 0, 1, 3; median 0.3
-    med = 0.3 / freq
-    med = med * 3 / med.sum()
-    np.testing.assert_allclose(w["median"].numpy(), [med[0], med[1], med[0], med[2]])
-    eff = np.array([(1 - 0.99) / (1 - 0.99**n) for n in (100, 300, 600)])
-    eff = eff * 3 / eff.sum()
-    np.testing.assert_allclose(w["effective"].numpy(), [eff[0], eff[1], eff[0], eff[2]])
-    for m in w.values():
-        assert m[[0, 1, 3]].mean().item() == pytest.approx(1.0)
-
-
-def test_stats_cache_hit_and_invalidation(tmp_path, monkeypatch):
-    from bddseg import stats as stats_mod
-
-    monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "cache"))
-    root = make_tree(tmp_path / "ds", "flat", counts=(("train", 3),))
-    first = compute_stats(root)
-    assert len(list((tmp_path / "cache").glob("stats-train-*.json"))) == 1
-
-    def boom(_):
-        raise AssertionError("recounted despite a cache hit")
-
-    monkeypatch.setattr(stats_mod, "_count_chunk", boom)
-    assert compute_stats(root) == first
-    monkeypatch.undo()
-    monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "cache"))
-    mask = root / "labels/sem_seg/masks/train/train-01.png"
-    Image.fromarray(np.zeros((H, W), np.uint8), "L").save(mask)
-    os.utime(mask, ns=(1, 1))  # a different mtime even on coarse-clock file systems
-    second = compute_stats(root)
-    assert second != first and second["image_count"]["road"] == 3
-    assert compute_stats(root, cache=False) == second
-
-
-@pytest.mark.real
-def test_class_weights(real_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path))
-    stats = compute_stats(real_root)
-    for method in ("inverse", "median", "effective"):
-        w20 = class_weights(stats, method)
-        w19 = class_weights(stats, method, unknown="ignore")
-        assert w20.shape == (20,) and w19.shape == (19,) and w20.dtype == torch.float32
-        present = torch.tensor([stats["pixel_share"][n] > 0 for n in CLASS_NAMES_20])
-        assert w20[present].mean().item() == pytest.approx(1.0, rel=1e-5)
-        assert w19[present[:19]].mean().item() == pytest.approx(1.0, rel=1e-5)
-        assert torch.allclose(w19 / w19[0], w20[:19] / w20[0], rtol=1e-4)
-        assert w20[16] == w20.max()  # "train" never occurs in the real pairs
-    assert torch.equal(class_weights(stats, "none"), torch.ones(20))
-    with pytest.raises(BddsegError, match="valid: none, inverse"):
-        class_weights(stats, "sqrt")
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_stats_bad_mask_names_it(tmp_path, monkeypatch, workers):
-    monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "MIN_PARALLEL", 1)
-    root = make_tree(tmp_path / "ds", "flat", counts=(("train", 4),))
-    good = compute_stats(root, workers=1, cache=False)
-    assert compute_stats(root, workers=workers, cache=False) == good
-    bad = root / "labels/sem_seg/masks/train/train-01.png"
-    Image.fromarray(np.full((H, W), 42, np.uint8), "L").save(bad)
-    with pytest.raises(BddsegError, match="invalid values 42") as e:
-        compute_stats(root, workers=workers)
-    assert e.value.path == str(bad)
 
 
 # ---------------------------------------------------------------- dataset and transforms

@@ -294,7 +294,7 @@ def test_real_val_images_full_resolution(ckpt, real_root, tmp_path):
 
 def test_written_masks_evaluate_like_the_model(ckpt, synth_root, tmp_path):
     """Masks from predict, scored by ``evaluate --pred --gt``, give the numbers that
-    ``evaluate --checkpoint`` gives (keep_unknown: 255 and 19 are both misses there)."""
+    ``evaluate --checkpoint`` gives with the same ``keep_unknown`` (255 where unknown wins)."""
     from bddseg.evaluate import evaluate_checkpoint, evaluate_folders
 
     images = synth_root / "images" / "10k" / "val"
@@ -309,14 +309,18 @@ def test_written_masks_evaluate_like_the_model(ckpt, synth_root, tmp_path):
         assert set(np.unique(np.asarray(m))) <= set(range(19)) | {255}
     gt = synth_root / "labels" / "sem_seg" / "masks" / "val"
     from_files = evaluate_folders(pred / "masks", gt, tmp_path / "ev1", plots=False)
-    direct = evaluate_checkpoint(ckpt, synth_root, tmp_path / "ev2", workers=0, plots=False)
+    direct = evaluate_checkpoint(ckpt, synth_root, tmp_path / "ev2", workers=0, plots=False,
+                                 keep_unknown=True)  # fmt: skip
     assert from_files["num_images"] == direct["num_images"] == len(list(images.iterdir()))
     assert from_files["official"] == direct["official"]  # same confusion matrix, exactly
+    assert from_files["with_unknown"] == direct["with_unknown"]
 
 
 def test_predict_follows_the_scale_the_model_was_trained_at(synth_root, tmp_path):
     """A model trained with data.base_size sees images at that size in every route: training's
-    validation, `evaluate --checkpoint` and `predict` give the same masks (19 classes)."""
+    validation, `evaluate --checkpoint` and `predict` give the same masks (19 classes; all
+    in batches of 4, contiguous memory: the same kernels, see the three-routes test in
+    test_train.py)."""
     from bddseg.config import from_dict
     from bddseg.data import list_pairs, read_mask
     from bddseg.evaluate import evaluate_checkpoint
@@ -329,18 +333,20 @@ def test_predict_follows_the_scale_the_model_was_trained_at(synth_root, tmp_path
             "data": {"root": str(synth_root), "unknown": "ignore", "workers": 0},
             "model": {"pretrained": False},
             "optim": {"batch_size": 4, "max_steps": 2},
-            "run": {"out": str(tmp_path / "run"), "accelerator": "cpu", "val_every": 2},
+            "run": {"out": str(tmp_path / "run"), "accelerator": "cpu", "val_every": 2,
+                    "channels_last": False},
         }
-    )
+    )  # fmt: skip
     cfg = from_dict({"data": {"base_size": [48, 80], "crop": [48, 80]}}, cfg)
     result = train(cfg)
     best = tmp_path / "run" / "best.pt"
-    evaluate_checkpoint(best, synth_root, tmp_path / "eval", plots=False, progress=False)
+    evaluate_checkpoint(best, synth_root, tmp_path / "eval", batch_size=4, plots=False,
+                        progress=False)  # fmt: skip
     p = load_predictor(best)
     assert p.input_size == (48, 80)
     cm = torch.zeros(20, 20, dtype=torch.int64)
-    for pair in list_pairs(synth_root, "val"):
-        mask = p.predict(pair.image)
+    pairs = list_pairs(synth_root, "val")
+    for pair, mask in zip(pairs, p.predict_batch([q.image for q in pairs], 4), strict=True):
         assert mask.shape == (96, 160)
         saved = np.asarray(Image.open(tmp_path / "eval" / "pred" / f"{pair.stem}.png"))
         np.testing.assert_array_equal(mask, saved)

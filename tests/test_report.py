@@ -1,4 +1,4 @@
-"""The report: every plot writes a PNG, and the HTML is self-contained and complete.
+"""The report: the HTML is self-contained and complete (the plots: test_plots.py).
 
 Run directories are faked in tmp_path from the file contracts (config.yaml, log.csv,
 eval/val/*, predictions/test/*), with a tiny dataset in the official layout.
@@ -16,9 +16,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from bddseg import report
+from bddseg import plots, report
 from bddseg.errors import BddsegError
-from bddseg.labels import CLASS_NAMES_20, PALETTE
+from bddseg.labels import CLASS_NAMES_20
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 H, W = 36, 64
@@ -148,9 +148,9 @@ def make_run(
         for stem in STEMS["test"]:
             mask = rng.integers(0, 19, (H, W), dtype=np.uint8)
             Image.fromarray(mask).save(base / "masks" / f"{stem}.png")
-            Image.fromarray(report.colorize(mask)).save(base / "color" / f"{stem}.png")
+            Image.fromarray(plots.colorize(mask)).save(base / "color" / f"{stem}.png")
             img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-            Image.fromarray(report.overlay(img, mask)).save(base / "overlay" / f"{stem}.jpg")
+            Image.fromarray(plots.overlay(img, mask)).save(base / "overlay" / f"{stem}.jpg")
     return run
 
 
@@ -179,73 +179,6 @@ def _is_png(path: Path) -> bool:
 def _table(html: str, marker: str) -> str:
     start = html.index(marker)
     return html[start : html.index("</table>", start)]
-
-
-# ---------------------------------------------------------------- plots
-def test_overlay_blends_palette_and_leaves_unknown():
-    img = np.full((2, 3, 3), 100, np.uint8)
-    mask = np.array([[0, 13, 255], [19, 0, 1]], np.uint8)
-    out = report.overlay(img, mask, alpha=0.5)
-    assert out.dtype == np.uint8 and out.shape == img.shape
-    assert tuple(out[0, 0]) == tuple(round((100 + c) / 2) for c in PALETTE[0])
-    assert tuple(out[0, 2]) == (100, 100, 100) and tuple(out[1, 0]) == (100, 100, 100)
-    black = report.overlay(img, mask, alpha=1.0, unknown="black")
-    assert tuple(black[0, 2]) == (0, 0, 0) and tuple(black[0, 1]) == PALETTE[13]
-    with pytest.raises(ValueError):
-        report.overlay(img, mask[:1])
-    with pytest.raises(ValueError):
-        report.overlay(img, mask, unknown="white")
-
-
-def test_each_plot_writes_a_png(runs, tmp_path):
-    ce = runs[0]
-    metrics = json.loads((ce / "eval/val/metrics.json").read_text())
-    conf = json.loads((ce / "eval/val/confusion.json").read_text())
-    stats = {
-        "pixel_share": {n: 100 * v for n, v in metrics["with_unknown"]["pixel_share"].items()},
-        "image_count": {n: 3 for n in CLASS_NAMES_20},
-        "weights": {
-            "inverse": dict.fromkeys(CLASS_NAMES_20, 1.0),
-            "median": dict.fromkeys(CLASS_NAMES_20, 2.0),
-        },
-        "num_images": 3,
-    }
-    written = [
-        report.plot_class_stats(stats, tmp_path / "stats.png"),
-        report.plot_class_stats({**stats, "weights": {}}, tmp_path / "stats_linear.png", log=False),
-        report.plot_loss_curves(ce / "log.csv", tmp_path / "loss.png"),
-        report.plot_loss_curves_multi(
-            {"ce": ce / "log.csv", "focal": runs[1] / "log.csv"}, tmp_path / "multi.png"
-        ),
-        report.plot_iou_vs_share(metrics, tmp_path / "iou.png"),
-        report.plot_confusion(conf["matrix"], conf["classes"], tmp_path / "conf.png"),
-        report.plot_image_matrix(conf["image_matrix"], conf["classes"], tmp_path / "img.png"),
-        report.plot_sample_grid(
-            [[np.zeros((H, W, 3), np.uint8)] * 2], tmp_path / "grid.png", [["a", "b"]]
-        ),
-    ]
-    for path in written:
-        assert _is_png(path), path
-    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
-
-
-def test_loss_curves_of_an_empty_log(tmp_path):
-    log = tmp_path / "log.csv"
-    log.write_text(
-        "step,epoch,lr,train_loss,val_loss,val_miou,val_pixel_accuracy,images_per_s,time_s\n"
-    )
-    assert _is_png(report.plot_loss_curves(log, tmp_path / "loss.png"))
-    with pytest.raises(BddsegError, match="not found"):
-        report.plot_loss_curves(tmp_path / "nope.csv", tmp_path / "x.png")
-
-
-def test_write_eval_plots(runs, tmp_path):
-    ev = runs[0] / "eval" / "val"
-    paths = report.write_eval_plots(ev)
-    assert [p.name for p in paths] == ["iou_vs_share.png", "confusion.png", "image_confusion.png"]
-    assert all(p.parent == ev and _is_png(p) for p in paths)
-    with pytest.raises(BddsegError, match="metrics.json"):
-        report.write_eval_plots(tmp_path)
 
 
 # ---------------------------------------------------------------- HTML

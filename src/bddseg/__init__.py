@@ -1,8 +1,7 @@
 """bddseg: BDD100K semantic segmentation from download to exported model."""
 
+from bddseg._version import __version__
 from bddseg.errors import BddsegError
-
-__version__ = "0.1.0"
 
 
 def load_predictor(path, device: str = "cpu"):

@@ -56,12 +56,12 @@ def _runner(
     threads: int | None,
 ):
     """``variant`` -> a function of a normalised batch returning logits (timed as a whole)."""
-    from bddseg.model import pad_to_multiple
+    from bddseg.model import model_forward
 
     cl = variant in ("channels_last", "cl+bf16+compile")
     bf16 = variant in ("bf16", "cl+bf16+compile")
     if variant == "onnxruntime":
-        from bddseg.export import OnnxForward
+        from bddseg.onnx_runtime import OnnxForward
 
         return OnnxForward(onnx_path(), device=str(device), threads=threads)
     net = copy.deepcopy(model)
@@ -70,15 +70,8 @@ def _runner(
     if "compile" in variant:
         net = torch.compile(net)
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        xp = pad_to_multiple(x)
-        if cl:
-            xp = xp.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            return net(xp)[..., :h, :w]
-
-    return run
+    # the forward predict and evaluate run (padding, autocast), with this variant's model
+    return model_forward(net, "bf16-mixed" if bf16 else "32-true", device, channels_last=cl)
 
 
 def _time(fn: Callable, x: torch.Tensor, iters: int, warmup: int, device: torch.device) -> dict:
@@ -162,7 +155,7 @@ def run_inference_bench(
     from bddseg.config import ModelConfig
     from bddseg.export import export_onnx
     from bddseg.files import atomic_write_text
-    from bddseg.model import build_model, model_from_checkpoint, save_checkpoint
+    from bddseg.model import build_model, model_from_checkpoint, precision_note, save_checkpoint
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -204,6 +197,8 @@ def run_inference_bench(
         "size": [height, width],
         "iters": iters,
         "warmup": warmup,
+        # what train, evaluate and predict run at by default here: the bf16 or the fp32 row
+        "precision_auto": precision_note("auto", dev),
         "rows": rows,
     }
     echo(markdown_table(result))
@@ -214,11 +209,11 @@ def run_inference_bench(
 
 
 def _random_checkpoint(model: torch.nn.Module) -> dict[str, Any]:
-    from bddseg.config import Config, to_dict
+    from bddseg.config import Config
+    from bddseg.model import make_checkpoint
 
     state = {k: v.cpu() for k, v in model.state_dict().items()}
-    return {"format": "bddseg", "version": 1, "model": state, "config": to_dict(Config()),
-            "num_classes": 20, "step": 0, "epoch": 0, "best_metric": None}  # fmt: skip
+    return make_checkpoint(state, Config())  # the default config: 20 classes, as built above
 
 
 def _short(e: BaseException) -> str:
@@ -232,6 +227,8 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['device']}; {result['threads']} threads; torch {result['torch']}; {h}x{w}; "
         f"{result['iters']} timed calls after {result['warmup']} warm-up",
+        "",
+        f"`precision: auto` (train, evaluate, predict) here: {result.get('precision_auto', '?')}",
         "",
         "| variant | batch | images/s | latency ms (median) | vs fp32 | first call s "
         "| CPU s/image |",

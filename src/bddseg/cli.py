@@ -13,9 +13,13 @@ import sys
 import traceback
 from pathlib import Path
 
+from bddseg.config import TTA_MODES, choices
 from bddseg.errors import BddsegError
 
 EXIT_BAD_INPUT = 2
+PRECISION_HELP = (
+    "auto (default): bf16-mixed on a GPU and on a CPU with AMX or AVX-512 BF16, else 32-true"
+)
 
 
 def _csv(value: str) -> list[str]:
@@ -67,8 +71,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_stats(args: argparse.Namespace) -> int:
-    from bddseg.data import compute_stats
     from bddseg.files import atomic_write_text
+    from bddseg.stats import compute_stats
 
     stats = compute_stats(Path(args.root), split=args.split, workers=args.workers)
     width = max(len(n) for n in stats["pixel_share"])
@@ -84,7 +88,7 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.json), json.dumps(stats, indent=2))
         print(f"wrote {args.json}")
     if args.chart:
-        from bddseg.report import plot_class_stats
+        from bddseg.plots import plot_class_stats
 
         plot_class_stats(stats, Path(args.chart))
         print(f"wrote {args.chart}")
@@ -176,6 +180,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             split=args.split,
             tta=args.tta,
             device=args.device,
+            precision=args.precision,
+            keep_unknown=args.keep_unknown,
             batch_size=args.batch_size,
             workers=args.workers,
             min_pixels=args.min_pixels,
@@ -211,6 +217,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         tta=args.tta,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
         keep_unknown=args.keep_unknown,
         video_fps=args.video_fps,
         workers=args.workers,
@@ -269,7 +276,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bddseg", description=__doc__.splitlines()[0])
-    from bddseg import __version__
+    from bddseg._version import __version__
 
     p.add_argument("--version", action="version", version=f"bddseg {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
@@ -309,9 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", help="dataset root")
     t.add_argument("--out", help="run directory")
     t.add_argument("--config", help="YAML config (see configs/)")
-    t.add_argument("--loss", choices=["ce", "focal", "dice", "ce+dice", "ohem"])
-    t.add_argument("--class-weights", choices=["none", "inverse", "median", "effective"])
-    t.add_argument("--unknown", choices=["class", "ignore"], help="255 as class 19, or ignored")
+    t.add_argument("--loss", choices=choices("loss.name"))
+    t.add_argument("--class-weights", choices=choices("loss.class_weights"))
+    t.add_argument("--unknown", choices=choices("data.unknown"), help="255 as class 19, or ignored")
     t.add_argument("--epochs", type=int)
     t.add_argument("--max-steps", type=int)
     t.add_argument("--batch-size", type=int)
@@ -323,15 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     t.add_argument("--devices", type=_devices)
     t.add_argument("--num-nodes", type=int)
-    t.add_argument("--accelerator", choices=["auto", "cpu", "cuda", "gpu", "mps"])
-    t.add_argument(
-        "--precision",
-        choices=["auto", "32-true", "bf16-mixed", "16-mixed"],
-        help="auto: bf16-mixed on a GPU, 32-true on CPU",
-    )
+    t.add_argument("--accelerator", choices=choices("run.accelerator"))
+    t.add_argument("--precision", choices=choices("run.precision"), help=PRECISION_HELP)
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--workers", type=int)
-    t.add_argument("--on-bad-sample", choices=["error", "skip"])
+    t.add_argument("--on-bad-sample", choices=choices("data.on_bad_sample"))
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser(
@@ -343,8 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pred", help="folder of predicted PNG masks")
     e.add_argument("--gt", help="folder of ground-truth PNG masks")
     e.add_argument("--out", required=True)
-    e.add_argument("--tta", choices=["none", "flip", "flip+scales"], default="none")
+    e.add_argument("--tta", choices=list(TTA_MODES), default="none")
     e.add_argument("--device", default="cpu")
+    e.add_argument(
+        "--precision", choices=choices("run.precision"), default="auto", help=PRECISION_HELP
+    )
+    e.add_argument(
+        "--keep-unknown",
+        action="store_true",
+        help="--checkpoint: a 20-class model's unknown counts where it wins (a miss officially)",
+    )
     e.add_argument("--batch-size", type=int, default=1)
     e.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     e.add_argument("--min-pixels", type=int, default=1, help="image-level: pixels for 'present'")
@@ -359,9 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--onnx")
     pr.add_argument("--out", required=True)
     pr.add_argument("--format", default="mask,color,overlay")
-    pr.add_argument("--tta", choices=["none", "flip", "flip+scales"], default="none")
+    pr.add_argument("--tta", choices=list(TTA_MODES), default="none")
     pr.add_argument("--batch-size", type=int, default=1)
     pr.add_argument("--device", default="cpu")
+    pr.add_argument(
+        "--precision", choices=choices("run.precision"), default="auto", help=PRECISION_HELP
+    )
     pr.add_argument(
         "--keep-unknown", action="store_true", help="write 255 where the model says unknown"
     )

@@ -19,13 +19,31 @@ import yaml
 from bddseg.errors import BddsegError
 from bddseg.labels import NUM_CLASSES
 
+# Every set of choices, declared once: the config checks values against these, the CLI offers
+# them (``choices``) and the modules that act on them import them.
+Unknown = Literal["class", "ignore"]
+OnBadSample = Literal["error", "skip"]
+LossName = Literal["ce", "focal", "dice", "ce+dice", "ohem"]
+ClassWeights = Literal["none", "inverse", "median", "effective"]
+OptimName = Literal["adamw", "sgd"]
+Schedule = Literal["onecycle", "poly", "constant"]
+Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
+# auto: bf16-mixed on a GPU and on a CPU that computes bf16 natively, 32-true elsewhere
+# (bddseg.model.resolve_precision)
+Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+# test-time augmentation of evaluate and predict: name -> (scales, with horizontal flips)
+TTA_MODES: dict[str, tuple[tuple[float, ...], bool]] = {
+    "none": ((1.0,), False),
+    "flip": ((1.0,), True),
+    "flip+scales": ((0.75, 1.0, 1.25), True),
+}
+
 
 @dataclass(frozen=True)
 class DataConfig:
     root: str = ""
-    unknown: Literal["class", "ignore"] = (
-        "class"  # 255 -> class 19 (original) or ignored (official)
-    )
+    unknown: Unknown = "class"  # 255 -> class 19 (original) or ignored (official)
     train_split: str = "train"
     val_split: str = "val"
     crop: tuple[int, int] = (512, 1024)  # (height, width) of training crops
@@ -34,7 +52,7 @@ class DataConfig:
     hflip: bool = True
     jitter: float = 0.3  # brightness/contrast/saturation strength; 0 turns it off
     workers: int = 2
-    on_bad_sample: Literal["error", "skip"] = "error"
+    on_bad_sample: OnBadSample = "error"
     max_train_images: int | None = None  # use only the first N (sorted) train pairs
     max_val_images: int | None = None
     # rare-class sampling (DAFormer): draw training images by the rarity of the classes they
@@ -52,8 +70,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: Literal["ce", "focal", "dice", "ce+dice", "ohem"] = "ce"
-    class_weights: Literal["none", "inverse", "median", "effective"] = "none"
+    name: LossName = "ce"
+    class_weights: ClassWeights = "none"
     class_weight_power: float = 1.0  # weights ** power (0.5: square root, a milder balance)
     gamma: float = 2.0  # focal
     ohem_thresh: float = 0.7  # keep pixels whose true-class probability is below this...
@@ -62,11 +80,11 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    name: Literal["adamw", "sgd"] = "adamw"
+    name: OptimName = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-2
     momentum: float = 0.9
-    schedule: Literal["onecycle", "poly", "constant"] = "onecycle"
+    schedule: Schedule = "onecycle"
     warmup_pct: float = (
         0.25  # fraction of steps warming up (one-cycle: fastai's 0.25; poly: linear)
     )
@@ -85,9 +103,8 @@ class RunConfig:
     seed: int = 0
     devices: int | str = "auto"
     num_nodes: int = 1
-    accelerator: Literal["auto", "cpu", "cuda", "gpu", "mps"] = "auto"
-    # auto: bf16-mixed on a GPU, 32-true on CPU
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = "auto"
+    accelerator: Accelerator = "auto"
+    precision: Precision = "auto"
     channels_last: bool = True
     compile: bool = False
     val_every: int | None = None  # steps; None = once per epoch
@@ -115,6 +132,15 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in fields(Config)}
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The valid values of a setting with a fixed set of choices, e.g. ``choices("loss.name")``."""
+    section, name = key.split(".")
+    tp = typing.get_type_hints(_section_types()[section])[name]
+    if typing.get_origin(tp) is not Literal:
+        raise KeyError(f"{key} has no fixed set of choices")
+    return typing.get_args(tp)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -318,6 +344,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data or {}
 
 
+CONFIG_DIR = Path(__file__).parent / "configs"  # the recipes shipped with the package
+
+
+def bundled_config(name: str) -> Path:
+    """The path of a recipe shipped in ``bddseg/configs`` (``configs/`` in a checkout), by its
+    name with or without ``.yaml``: ``demo_ce``, ``bdd100k_unet_r34_ce``, ..."""
+    path = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise BddsegError(f"no bundled config named {name!r} (bundled: {known})")
+    return path
+
+
 def load_config(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
@@ -325,11 +364,17 @@ def load_config(
 ) -> Config:
     """Defaults (or ``base``), then the YAML file at ``path``, then ``overrides``.
 
+    ``path`` may also name a bundled recipe (``demo_ce``, see :func:`bundled_config`) when no
+    such file exists.
+
     ``overrides`` is either nested (``{"optim": {"lr": 0.1}}``) or dotted (``{"optim.lr": 0.1}``);
     ``None`` values are skipped so CLI flags that were not given do not override the file.
     """
     cfg = base or Config()
     if path is not None:
+        bare_name = "/" not in str(path) and Path(path).suffix not in (".yaml", ".yml")
+        if bare_name and not Path(path).exists():
+            path = bundled_config(str(path))  # `--config demo_ce`: a recipe shipped with bddseg
         cfg = from_dict(load_yaml(path), cfg, source=str(path))
     if overrides:
         cfg = from_dict(_nest(overrides), cfg, source="command line")

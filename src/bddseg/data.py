@@ -10,13 +10,12 @@ Three layouts are recognised under a dataset ``ROOT`` (``val`` and ``valid`` bot
 Images and masks pair by file stem. Masks are single-channel 8-bit PNGs holding train ids
 0..18 and 255 (unlabelled); palette PNGs are read by index, like the official color maps.
 Every problem with a user file raises :class:`BddsegError` naming the file.
-Class statistics and weights live in :mod:`bddseg.stats` and are re-exported here.
+Class statistics and weights are in :mod:`bddseg.stats` (which builds on this module).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
 import time
@@ -28,14 +27,14 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
+from bddseg import masks
 from bddseg.config import DataConfig
 from bddseg.errors import BddsegError
-from bddseg.labels import IGNORE_VALUE, NUM_CLASSES, UNKNOWN_ID
+from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
 from bddseg.transforms import eval_transform, train_transform
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_PARALLEL = 48  # fewer items than this are done inline: starting processes costs more
-MAX_SIDE = 16384  # refuse to allocate for absurd PNG headers (a corrupt or hostile file)
 
 EXPECTED_LAYOUTS = (
     "expected ROOT/bdd100k/images/10k/{train,val,test} with ROOT/bdd100k/labels/sem_seg/masks/"
@@ -185,16 +183,27 @@ def list_pairs(root: str | Path, split: str) -> list[Pair]:
 
 
 # ---------------------------------------------------------------- decoding
-def _read_bytes(path: Path, what: str) -> torch.Tensor:
+def read_image(path: str | Path) -> torch.Tensor:
+    """Decode a JPEG or PNG to ``uint8 (3, H, W)`` RGB.
+
+    Raises:
+        BddsegError: missing, empty, truncated or not an image; names the file.
+    """
+    data = masks.read_bytes(path, "image")
+    if data[:8] == masks.PNG_SIGNATURE:
+        # Pillow, after the CRC check: torchvision's PNG decoder (0.29) crashes the whole
+        # process (SIGSEGV) on any libpng error, e.g. one flipped bit
+        im = masks.open_png(data, path, "image")
+        if im.mode.startswith("I"):  # 16-bit grayscale: keep the high byte
+            gray = (np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
+            return torch.from_numpy(gray)[None].repeat(3, 1, 1)
+        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BddsegError(f"{what} not found", path) from None
-    except OSError as e:
-        raise BddsegError(f"cannot read {what} ({e.strerror or e})", path) from None
-    if not data:
-        raise BddsegError(f"cannot decode {what}: the file is empty (0 bytes)", path)
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        return decode_image(
+            torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
+        )
+    except (RuntimeError, ValueError) as e:
+        raise BddsegError(f"cannot decode image: {_decode_reason(e)}", path) from None
 
 
 def _decode_reason(e: Exception) -> str:
@@ -206,98 +215,17 @@ def _decode_reason(e: Exception) -> str:
     return msg.splitlines()[0].rsplit(", ", 1)[-1][:120] if msg else e.__class__.__name__
 
 
-def read_image(path: str | Path) -> torch.Tensor:
-    """Decode a JPEG or PNG to ``uint8 (3, H, W)`` RGB.
-
-    Raises:
-        BddsegError: missing, empty, truncated or not an image; names the file.
-    """
-    data = _read_bytes(Path(path), "image")
-    if bytes(data[:8].tolist()) == _PNG_SIGNATURE:
-        im = _open_png(data, Path(path), "image")
-        if im.mode.startswith("I"):  # 16-bit grayscale: keep the high byte
-            gray = (np.asarray(im, dtype=np.int64) >> 8).clip(0, 255).astype(np.uint8)
-            return torch.from_numpy(gray)[None].repeat(3, 1, 1)
-        return torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1).contiguous()
-    try:
-        return decode_image(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as e:
-        raise BddsegError(f"cannot decode image: {_decode_reason(e)}", path) from None
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _open_png(data: torch.Tensor, path: Path, what: str) -> Image.Image:
-    """PNG bytes decoded by Pillow. torchvision's PNG decoder (0.29) crashes the whole process
-    (SIGSEGV) on any libpng error: a bad CRC, zlib stream or filter byte, i.e. one flipped
-    bit in a mask. Pillow raises instead; ``verify`` checks the CRCs that decoding skips."""
-    buf = data.numpy().tobytes()
-    try:
-        with Image.open(io.BytesIO(buf), formats=["PNG"]) as im:
-            im.verify()
-        im = Image.open(io.BytesIO(buf), formats=["PNG"])
-        im.load()
-        return im
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, EOFError, ...
-        detail = str(e).splitlines()[0][:100] if str(e) else e.__class__.__name__
-        raise BddsegError(
-            f"cannot decode {what}: the file is truncated or corrupt ({detail})", path
-        ) from None
-
-
-_PNG_COLOR = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
-
-
-def _check_png_header(data: torch.Tensor, path: Path) -> None:
-    head = bytes(data[:33].tolist())
-    if head[:8] != _PNG_SIGNATURE:
-        raise BddsegError("mask is not a PNG file (masks must be lossless PNGs)", path)
-    if len(head) < 33 or head[12:16] != b"IHDR":
-        raise BddsegError("cannot decode mask: the file is truncated or corrupt", path)
-    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    depth, color = head[24], head[25]
-    if color not in (0, 3):
-        kind = _PNG_COLOR.get(color, f"color type {color}")
-        raise BddsegError(f"mask is {kind}; masks must be single-channel 8-bit train ids", path)
-    if depth != 8:
-        raise BddsegError(f"mask is {depth}-bit; masks must be single-channel 8-bit", path)
-    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
-        raise BddsegError(f"mask size {width}x{height} is outside 1..{MAX_SIDE}", path)
-
-
-def _bad_values(counts: torch.Tensor) -> list[int]:
-    """Values with a nonzero count that are neither a train id (0..18) nor 255."""
-    return counts[NUM_CLASSES:IGNORE_VALUE].nonzero().flatten().add(NUM_CLASSES).tolist()
-
-
-def _format_values(values: list[int]) -> str:
-    shown = ", ".join(str(v) for v in values[:10])
-    return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
-
-
 def decode_mask(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Like :func:`read_mask`, also returning the value histogram ``int64 (256,)``."""
-    path = Path(path)
-    data = _read_bytes(path, "mask")
-    _check_png_header(data, path)
-    im = _open_png(data, path, "mask")
-    if im.mode not in ("L", "P"):  # the header said 8-bit grayscale or palette
-        raise BddsegError(f"mask decodes to mode {im.mode}, not 8-bit grayscale", path)
-    mask = torch.from_numpy(np.array(im))  # P: the palette indices, like the official masks
-    # numpy's bincount is single-threaded: torch's intra-op threads, on a busy machine, made
-    # this 50x slower (2 cores, load 6)
-    counts = torch.from_numpy(np.bincount(mask.numpy().ravel(), minlength=256))
-    bad = _bad_values(counts)
-    if bad:
-        raise BddsegError(
-            f"mask has invalid values {_format_values(bad)} (valid: 0..18 and 255)", path
-        )
-    return mask, counts
+    mask, counts = masks.read_mask_counts(path)
+    return torch.from_numpy(mask.copy() if not mask.flags.writeable else mask), torch.from_numpy(
+        counts
+    )
 
 
 def read_mask(path: str | Path) -> torch.Tensor:
-    """Decode and validate a mask to ``uint8 (H, W)`` with values in 0..18 and 255.
+    """Decode and validate a mask to ``uint8 (H, W)`` with values in 0..18 and 255
+    (:func:`bddseg.masks.read_mask`, as a tensor).
 
     Raises:
         BddsegError: missing, empty, truncated, not a PNG, not single-channel 8-bit (RGB,
@@ -632,12 +560,3 @@ def build_loader(
         persistent_workers=False,
         pin_memory=pin_memory,
     )
-
-
-def __getattr__(name: str):
-    # compute_stats and class_weights live in bddseg.stats (which imports this module)
-    if name in ("compute_stats", "class_weights", "stats_fingerprint"):
-        from bddseg import stats
-
-        return getattr(stats, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

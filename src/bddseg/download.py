@@ -215,7 +215,7 @@ def fetch(
 
 def _fetch_once(url: str, part: Path, have: int, timeout: float, report: Report | None) -> bool:
     """One request. True when ``part`` is complete; False to start again at once."""
-    from bddseg import __version__
+    from bddseg._version import __version__
 
     headers = {"User-Agent": f"bddseg/{__version__}"}
     if have:

@@ -23,3 +23,10 @@ class BddsegError(Exception):
 
     def __reduce__(self):  # picklable across worker processes
         return (BddsegError, (self.problem, self.path))
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters of it), to quote a
+    third-party exception inside a one-line :class:`BddsegError`."""
+    lines = str(e).strip().splitlines()
+    return f"{e.__class__.__name__}: {lines[0][:limit]}" if lines else e.__class__.__name__

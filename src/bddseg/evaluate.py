@@ -12,7 +12,7 @@ atomically, into ``out_dir``:
   "image_matrix": metrics.image_level_matrix}``;
 - ``per_image.csv``: stem, miou (official definition on that image alone: the mean IoU over
   the classes in its truth), pixel_accuracy (over its labelled pixels); empty where undefined;
-- the evaluation plots, by :func:`bddseg.plots.write_eval_plots` (re-exported by report).
+- the evaluation plots, by :func:`bddseg.plots.write_eval_plots`.
 
 The folder mode never imports torch (1.4 s of start-up, more than scoring 500 pairs).
 """
@@ -20,10 +20,11 @@ The folder mode never imports torch (1.4 s of start-up, more than scoring 500 pa
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import sys
-import zlib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -37,6 +38,7 @@ from bddseg import metrics
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path, atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE
+from bddseg.masks import read_mask
 
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",
@@ -111,9 +113,14 @@ def _per_class_rows(result: dict[str, Any]) -> list[list[Any]]:
 
 
 def write_outputs(
-    out_dir: str | Path, tally: Tally, extra: dict[str, Any] | None = None, plots: bool = True
+    out_dir: str | Path,
+    tally: Tally,
+    extra: dict[str, Any] | None = None,
+    plots: bool = True,
+    workers: int = 1,
 ) -> dict:
-    """Write metrics.json, per_class.csv, confusion.json, per_image.csv and (``plots``) the plots.
+    """Write metrics.json, per_class.csv, confusion.json, per_image.csv and (``plots``) the
+    plots, drawn by ``workers`` processes.
 
     Returns the metrics.json content (the contract, plus ``extra``).
     """
@@ -134,18 +141,10 @@ def write_outputs(
         out / "per_image.csv", _csv_text(("stem", "miou", "pixel_accuracy"), per_image)
     )
     if plots:
-        _write_plots(out)
+        from bddseg.plots import write_eval_plots  # matplotlib: imported only when drawing
+
+        write_eval_plots(out, result, confusion, workers=workers)
     return result
-
-
-def _write_plots(out: Path) -> None:
-    # bddseg.report re-exports this from bddseg.plots, but also imports bddseg.data and so
-    # torch (1.5 s): take it from where it is defined.
-    try:
-        from bddseg.plots import write_eval_plots
-    except ImportError:  # TODO(integration): plots.py is another engineer's; drop this guard
-        return
-    write_eval_plots(out)
 
 
 def _warn(message: str) -> None:
@@ -153,97 +152,15 @@ def _warn(message: str) -> None:
 
 
 # ---------------------------------------------------------------- folders of masks
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _png_problem(data: bytes) -> str | None:
-    """What is wrong with a PNG's chunk structure: a chunk whose CRC does not match, or a file
-    cut short before ``IEND``. Neither Pillow's decoder (nor the official evaluator, which uses
-    it) nor libspng as pyspng drives it checks the CRCs: one flipped byte in 13-19% of our
-    corruption trials decoded into wrong labels without an error (benchmarks/RESULTS.md).
-    Checking them costs a few microseconds per mask. ``None`` for a sound file or a non-PNG
-    (Pillow names what it is)."""
-    if data[:8] != _PNG_SIGNATURE:
-        return None
-    view, i = memoryview(data), 8
-    while i + 12 <= len(data):
-        end = i + 12 + int.from_bytes(view[i : i + 4], "big")
-        if end > len(data):
-            break
-        kind = bytes(view[i + 4 : i + 8])
-        if zlib.crc32(view[i + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
-            name = kind.decode("latin-1") if kind.isalpha() else repr(kind)
-            return f"its {name} chunk fails its CRC check (the file is corrupt)"
-        if kind == b"IEND":
-            return None
-        i = end
-    return "the file is truncated (it ends before the IEND chunk)"
-
-
-def _decode_gray8(data: bytes) -> np.ndarray | None:
-    """The fast path for the common case, an 8-bit grayscale PNG (what BDD100K masks are):
-    libspng through ``pyspng`` decodes it about twice as fast as Pillow. ``None`` for any
-    other PNG, for a file libspng refuses (Pillow then decodes it or names the problem) or when
-    pyspng is not installed. Call it on files that passed :func:`_png_problem`."""
-    try:
-        import pyspng
-    except ImportError:
-        return None
-    # signature, IHDR length 13 and type, width, height, bit depth 8, color type 0 (gray)
-    if len(data) < 33 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
-        return None
-    if data[24] != 8 or data[25] != 0:
-        return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if not 0 < width * height <= (Image.MAX_IMAGE_PIXELS or 2**31):
-        return None  # Pillow refuses it as a decompression bomb, with the reason
-    try:
-        array = pyspng.load(data)
-    except Exception:  # noqa: BLE001 - any refusal: Pillow decides and names the problem
-        return None
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.dtype != np.uint8 or array.shape != (height, width):
-        return None
-    return array
-
-
-def _read_png(path: str | Path, what: str) -> np.ndarray:
-    """Decode a single-channel 8-bit PNG (mode L, or P read as its indices) to ``uint8 (H, W)``."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise BddsegError(f"{what} not found", path) from None
-    except (PermissionError, IsADirectoryError) as e:
-        raise BddsegError(f"cannot read {what} ({e.strerror})", path) from None
-    problem = _png_problem(data)
-    if problem:
-        raise BddsegError(f"cannot decode {what}: {problem}", path)
-    fast = _decode_gray8(data)
-    if fast is not None:
-        return fast
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.format != "PNG":
-                raise BddsegError(f"{what} is not a PNG (it is {im.format})", path)
-            if im.mode not in ("L", "P"):
-                raise BddsegError(
-                    f"{what} must be a single-channel 8-bit PNG, not mode {im.mode}", path
-                )
-            return np.asarray(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BddsegError(f"cannot decode {what} ({e.__class__.__name__}: {e})", path) from None
-
-
 def _score_chunk(chunk: list[tuple[str, str, str | None]], min_pixels: int) -> Tally:
     """Score ``(stem, gt_path, pred_path | None)`` pairs; runs in a worker process."""
     tally = Tally()
     for stem, gt_path, pred_path in chunk:
-        gt = _read_png(gt_path, "ground-truth mask")
+        gt = read_mask(gt_path, "ground-truth mask", check_values=False)
         if pred_path is None:  # missing: all misses, as the official tool
             pred = np.full_like(gt, IGNORE_VALUE)
         else:
-            pred = _read_png(pred_path, "prediction")
+            pred = read_mask(pred_path, "prediction", check_values=False)
             if pred.shape != gt.shape:
                 raise BddsegError(
                     f"prediction is {pred.shape[1]}x{pred.shape[0]} but its ground truth "
@@ -271,12 +188,18 @@ def _chunks(items: list, workers: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _map_chunks(chunks: list[list], min_pixels: int, workers: int) -> list[Tally]:
+def _map_chunks(
+    chunks: list[list], min_pixels: int, workers: int, meanwhile: Callable[[], Any] = lambda: None
+) -> list[Tally]:
+    """Score the chunks in ``workers`` processes; ``meanwhile`` runs here as they work."""
     if workers <= 1 or len(chunks) <= 1:
+        meanwhile()
         return [_score_chunk(c, min_pixels) for c in chunks]
     pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
     try:
-        return list(pool.map(_score_chunk, chunks, repeat(min_pixels)))
+        results = pool.map(_score_chunk, chunks, repeat(min_pixels))  # submitted: workers started
+        meanwhile()
+        return list(results)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)  # on an error, don't finish the rest
 
@@ -328,31 +251,15 @@ def evaluate_folders(
     if extra:
         _warn(f"{extra} prediction(s) in {pred_dir} have no ground truth; ignored")
     tally = Tally()
-    for part in _map_chunks(_chunks(items, workers), min_pixels, workers):
+    # matplotlib's import (0.4 s) here, in the otherwise idle parent, while the workers score
+    preload = (lambda: importlib.import_module("bddseg.plots")) if plots else (lambda: None)
+    for part in _map_chunks(_chunks(items, workers), min_pixels, workers, preload):
         tally.merge(part)
-    return write_outputs(out_dir, tally, {"missing_predictions": missing}, plots=plots)
+    extra = {"missing_predictions": missing}
+    return write_outputs(out_dir, tally, extra, plots=plots, workers=workers)
 
 
 # ---------------------------------------------------------------- a model over a split
-def model_scores(model, images, tta: str, size: tuple[int, int]):
-    """Class scores ``float (N, C, *size)`` whose argmax is the prediction: the logits for
-    ``none``, else the mean softmax over the views (:func:`bddseg.predict.tta_probs`, the same
-    views as ``bddseg predict``), resized to ``size`` (bilinear) where the model input's size
-    differs from the mask's. Training's validation scores through this too."""
-    import torch.nn.functional as F
-
-    from bddseg.model import forward_padded
-    from bddseg.predict import tta_probs
-
-    if tta == "none":
-        out = forward_padded(model, images)
-    else:
-        out = tta_probs(lambda x: forward_padded(model, x).softmax(1), images, tta)
-    if tuple(out.shape[-2:]) != size:
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-    return out
-
-
 class _WithRawMask:
     """Dataset items ``(index, model input, raw uint8 mask)``: metrics use the raw mask."""
 
@@ -379,6 +286,8 @@ def evaluate_checkpoint(
     split: str = "val",
     tta: str = "none",
     device: str = "cpu",
+    precision: str = "auto",
+    keep_unknown: bool = False,
     batch_size: int = 1,
     workers: int = 1,
     min_pixels: int = 1,
@@ -390,16 +299,23 @@ def evaluate_checkpoint(
 
     The model sees what :func:`bddseg.data.build_dataset` gives for evaluation (the
     checkpoint's data config: ``unknown`` mode, ``base_size``); its scores are resized to the
-    raw mask's size when they differ. The argmax is scored against the raw mask (0..18/255):
-    a 20-class model's prediction 19 is a miss in the official view and ``unknown`` in the
-    20-class view. The per-pixel counting (one ``bincount`` per image) runs on ``device``;
+    raw mask's size when they differ. Classes come from the scores by
+    :func:`bddseg.predict.to_class_map`, the rule ``bddseg predict`` and training's validation
+    use (a 20-class model's best real class; with ``keep_unknown`` the argmax over all 20, 255
+    where ``unknown`` wins), and are scored against the raw mask (0..18/255). The saved masks
+    are exactly what ``bddseg predict`` writes. The per-pixel counting (one ``bincount`` per image) runs on ``device``;
     only each image's 20x20 counts come back to the CPU, where they are summed.
 
     Args:
         tta: ``none``, ``flip`` (mean softmax of the image and its mirror) or ``flip+scales``
             (also at scales 0.75 and 1.25).
+        precision: ``auto`` (bf16 autocast on a GPU or a CPU with native bf16, see
+            :func:`bddseg.model.resolve_precision`), ``32-true`` or ``bf16-mixed``.
+        keep_unknown: a 20-class model's ``unknown`` wins where it is the argmax (the original
+            project's 20-class view; a miss in the official one), see
+            :func:`bddseg.predict.to_class_map`.
         workers: data-loading processes (0 or 1: in this process).
-        save_pred: also write ``out_dir/pred/STEM.png`` (class ids, 19 kept).
+        save_pred: also write ``out_dir/pred/STEM.png`` (class ids, as ``bddseg predict``).
         plots: also write the plots.
         progress: show a progress bar on stderr.
 
@@ -413,16 +329,17 @@ def evaluate_checkpoint(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bddseg import data
-    from bddseg.model import model_from_checkpoint
-    from bddseg.predict import TTA_MODES
+    from bddseg.predict import Predictor
 
-    if tta not in TTA_MODES:
-        raise BddsegError(f"unknown tta {tta!r} (valid: {', '.join(TTA_MODES)})")
     if min_pixels < 1:
         raise BddsegError(f"min_pixels must be at least 1, got {min_pixels}")
-    model, cfg = model_from_checkpoint(checkpoint, device=device)
+    # the images come at the model's scale from the loader (its workers resize them): the
+    # predictor takes them as they are and returns the masks at the raw mask's size
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device, precision=precision, tta=tta, keep_unknown=keep_unknown, input_size=None
+    )
     dcfg = dataclasses.replace(
-        cfg.data,
+        predictor.config.data,
         root=str(data_root),
         max_train_images=None,
         max_val_images=None,
@@ -449,9 +366,8 @@ def evaluate_checkpoint(
             for item in batch:  # images of one size go through the model together
                 by_shape.setdefault((*item[1].shape, *item[2].shape), []).append(item)
             for group in by_shape.values():
-                images = data.normalize_image(torch.stack([img for _, img, _ in group]).to(device))
-                size = tuple(group[0][2].shape)
-                preds = model_scores(model, images, tta, size).argmax(1).to(torch.uint8)
+                images = torch.stack([img for _, img, _ in group])
+                preds = predictor.class_map(images, size=tuple(group[0][2].shape))
                 for (i, _, raw), pred in zip(group, preds, strict=True):
                     stem = dataset.dataset.pairs[i].stem
                     if pred.device.type == "cpu":  # numpy: single-threaded, no OpenMP stalls
@@ -469,6 +385,5 @@ __all__ = [
     "Tally",
     "evaluate_checkpoint",
     "evaluate_folders",
-    "model_scores",
     "write_outputs",
 ]

@@ -1,5 +1,5 @@
-"""ONNX export of a checkpoint, the onnxruntime forward behind ``load_predictor("m.onnx")``,
-and a parity check against PyTorch.
+"""ONNX export of a checkpoint and a parity check against PyTorch (the onnxruntime forward
+that runs the file is :class:`bddseg.onnx_runtime.OnnxForward`).
 
 The graph maps ``images``, float32 ``(N, 3, H, W)`` ImageNet-normalised RGB with H and W
 multiples of 32, to ``logits``, float32 ``(N, C, H, W)``. Normalisation, padding, TTA and the
@@ -14,22 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
 from bddseg.labels import class_names
-from bddseg.model import model_from_checkpoint, pad_to_multiple
+from bddseg.model import model_from_checkpoint
 
 FIXED_SIZE = (720, 1280)  # BDD100K frames; a fixed export takes (1, 3, 736, 1280)
 PAD_MULTIPLE = 32
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{e.__class__.__name__}: {lines[0][:200]}" if lines else e.__class__.__name__
 
 
 def export_onnx(
@@ -42,9 +35,9 @@ def export_onnx(
         out: the ``.onnx`` file to write (atomically; weights inside the file).
         opset: ONNX opset version.
         dynamic: batch, height and width left symbolic (H and W must still be multiples of
-            32; :class:`OnnxForward` pads). Otherwise the input is fixed at ``(1, 3, 736, 1280)``,
-            a 720x1280 frame padded to 32; smaller images are padded up to it, larger ones are
-            predicted in 736x1280 windows.
+            32; :class:`~bddseg.onnx_runtime.OnnxForward` pads). Otherwise the input is fixed
+            at ``(1, 3, 736, 1280)``, a 720x1280 frame padded to 32; smaller images are padded
+            up to it, larger ones are predicted in 736x1280 windows.
 
     Returns:
         ``out``. The file's metadata holds ``bddseg.num_classes``, ``bddseg.class_names``,
@@ -78,7 +71,7 @@ def export_onnx(
             )
     except Exception as e:  # the exporter raises many types; an unsupported opset is the usual one
         raise BddsegError(
-            f"ONNX export failed at opset {opset} ({_first_line(e)})", checkpoint
+            f"ONNX export failed at opset {opset} ({first_line(e)})", checkpoint
         ) from None
     proto = program.model_proto
     meta = {
@@ -101,81 +94,6 @@ def export_onnx(
     return out
 
 
-class OnnxForward:
-    """onnxruntime session as a forward: normalised ``(N, 3, H, W)`` -> logits ``(N, C, H, W)``.
-
-    Pads to a multiple of 32 (dynamic export) or up to the fixed input size, and crops back,
-    like :func:`bddseg.model.forward_padded`. ``max_size`` is the fixed ``(H, W)`` or None.
-    ``threads``: onnxruntime's intra-op threads (default: one per core).
-    """
-
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
-        import onnxruntime as ort
-
-        p = Path(path)
-        if not p.is_file():
-            raise BddsegError("ONNX file not found", p)
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BddsegError(
-                    "this onnxruntime has no CUDA provider: pip install onnxruntime-gpu, "
-                    "or use --device cpu"
-                )
-            index = int(device.partition(":")[2] or 0)
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(p), options, providers=providers)
-        except Exception as e:  # InvalidProtobuf, Fail, ... from the C++ side
-            raise BddsegError(f"not a loadable ONNX model ({_first_line(e)})", p) from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
-            raise BddsegError("expected one input of shape (N, 3, H, W)", p)
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        shape = inputs[0].shape
-        self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
-        fixed = all(isinstance(s, int) for s in shape[2:])
-        self.max_size: tuple[int, int] | None = (shape[2], shape[3]) if fixed else None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        c = outputs[0].shape[1]
-        self.num_classes = c if isinstance(c, int) else int(meta.get("bddseg.num_classes", 0))
-        if not self.num_classes:
-            raise BddsegError("cannot tell the number of classes of this ONNX model", p)
-        try:
-            size = json.loads(meta.get("bddseg.input_size", "null"))
-            self.input_size = (int(size[0]), int(size[1])) if size else None
-        except (ValueError, TypeError, IndexError, KeyError):
-            raise BddsegError("bad bddseg.input_size in the ONNX metadata", p) from None
-        self.path = p
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if self.max_size is None:
-            xp = pad_to_multiple(x)
-        else:
-            mh, mw = self.max_size
-            if h > mh or w > mw:
-                raise BddsegError(
-                    f"image {h}x{w} is larger than this fixed-size ONNX model ({mh}x{mw}); "
-                    "export with --dynamic or predict in windows",
-                    self.path,
-                )
-            xp = F.pad(x, (0, mw - w, 0, mh - h))
-        arr = np.ascontiguousarray(xp.detach().float().cpu().numpy())
-        step = self.fixed_batch or len(arr)
-        outs = []
-        for i in range(0, len(arr), step):
-            chunk = arr[i : i + step]
-            n = len(chunk)
-            if n < step:  # a fixed batch larger than what is left: pad with zeros
-                chunk = np.concatenate([chunk, np.zeros((step - n, *chunk.shape[1:]), chunk.dtype)])
-            outs.append(self.session.run([self.output_name], {self.input_name: chunk})[0][:n])
-        return torch.from_numpy(np.concatenate(outs))[..., :h, :w].to(x.device)
-
-
 def check_parity(
     checkpoint: str | Path, onnx_path: str | Path, images: Sequence[Any], device: str = "cpu"
 ) -> dict[str, float]:
@@ -189,7 +107,7 @@ def check_parity(
     """
     from bddseg.predict import Predictor
 
-    torch_p = Predictor.from_checkpoint(checkpoint, device)
+    torch_p = Predictor.from_checkpoint(checkpoint, device, precision="32-true")  # as exported
     onnx_p = Predictor.from_onnx(onnx_path, device)
     diff = scale = 0.0
     same = total = 0
@@ -209,4 +127,4 @@ def check_parity(
     }
 
 
-__all__ = ["FIXED_SIZE", "OnnxForward", "check_parity", "export_onnx"]
+__all__ = ["FIXED_SIZE", "check_parity", "export_onnx"]

@@ -40,6 +40,7 @@ import numpy as np
 
 from bddseg.errors import BddsegError
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, UNKNOWN_ID
+from bddseg.masks import format_values
 
 NUM_BINS = NUM_CLASSES + 1  # 19 classes + unknown/ignore
 AVERAGES = ("micro", "macro", "weighted", "samples")
@@ -55,11 +56,6 @@ def to_numpy(x: Any) -> np.ndarray:
     if _is_torch(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def _format_values(values: list[int]) -> str:
-    shown = ", ".join(str(v) for v in values[:10])
-    return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
 
 
 def _check_byte_range(x: Any, what: str) -> None:
@@ -132,12 +128,12 @@ def fold_histogram(hist: Any, strict_pred: bool = True) -> Any:
     """
     bad_t = np.flatnonzero(to_numpy(hist[NUM_CLASSES:IGNORE_VALUE].sum(1)))
     if bad_t.size:
-        values = _format_values((bad_t + NUM_CLASSES).tolist())
+        values = format_values((bad_t + NUM_CLASSES).tolist())
         raise BddsegError(f"ground truth has invalid values {values} (valid: 0..18 and 255)")
     if strict_pred:
         bad_p = np.flatnonzero(to_numpy(hist[:, NUM_BINS:IGNORE_VALUE].sum(0)))
         if bad_p.size:
-            values = _format_values((bad_p + NUM_BINS).tolist())
+            values = format_values((bad_p + NUM_BINS).tolist())
             raise BddsegError(f"prediction has invalid values {values} (valid: 0..19 and 255)")
     cat = _cat(hist)
     rows = cat((hist[:NUM_CLASSES], hist[IGNORE_VALUE:]), 0)  # (20, 256)

@@ -11,8 +11,12 @@ A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import zipfile
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bddseg.config import Config, ModelConfig, from_dict
+from bddseg.config import PRECISIONS, Config, ModelConfig, from_dict, to_dict
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
 
@@ -127,6 +131,136 @@ def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(pad_to_multiple(images))[..., :h, :w]
 
 
+def model_num_classes(model: nn.Module) -> int:
+    """The number of classes an smp model (Fabric- or DDP-wrapped or not) predicts."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
+    return inner.segmentation_head[0].out_channels
+
+
+def model_forward(
+    model: nn.Module,
+    precision: str = "32-true",
+    device: str | torch.device | None = None,
+    channels_last: bool = False,
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model`` as the forward every route runs (:class:`bddseg.predict.Predictor` for
+    predict, evaluate and training's validation; ``bddseg bench``): normalised images
+    ``(N, 3, H, W)`` of any size -> float32 logits ``(N, C, H, W)``, padded to a multiple of
+    32 and cropped back, under ``precision``'s autocast (:func:`resolve_precision`), without
+    autograd. ``channels_last``: hand the padded batch over in that memory format (for a model
+    converted to it)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = pad_to_multiple(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), autocast(precision, device):
+            return model(x)[..., :h, :w].float()
+
+    forward.model = model  # type: ignore[attr-defined]  # for callers that want the module
+    return forward
+
+
+# ---------------------------------------------------------------- precision
+@cache
+def cpu_bf16_native() -> str | None:
+    """The instruction set that computes bfloat16 natively on this CPU (``"AMX"`` or
+    ``"AVX-512 BF16"``), or ``None`` where oneDNN would emulate bf16 (slower than fp32).
+
+    Measured (benchmarks/RESULTS.md): U-Net/ResNet34 training steps 1.5x (Intel AMX) and 1.8x
+    (AMD AVX-512 BF16) faster under bf16 autocast than fp32. ``BDDSEG_CPU_BF16=0`` or ``1``
+    overrides the detection.
+    """
+    forced = os.environ.get("BDDSEG_CPU_BF16")
+    if forced in ("0", "1"):
+        return "BDDSEG_CPU_BF16=1" if forced == "1" else None
+    try:
+        if torch.cpu._is_amx_tile_supported():
+            return "AMX"
+        if torch.cpu._is_avx512_bf16_supported():
+            return "AVX-512 BF16"
+        return None
+    except AttributeError:  # private API moved: read the flags the kernel reports
+        try:
+            flags = set(Path("/proc/cpuinfo").read_text().split())
+        except OSError:
+            return None
+        return "AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags else None
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``auto`` -> what runs fastest without changing results beyond noise: ``bf16-mixed`` on
+    a CUDA GPU and on a CPU with native bf16 (:func:`cpu_bf16_native`), else ``32-true``.
+    Training, ``evaluate``, ``predict`` and ``bench`` all decide through this. ``device`` is
+    a torch device or an accelerator name (``auto``, ``cpu``, ``cuda``, ``gpu``, ``mps``)."""
+    if precision not in PRECISIONS:
+        raise BddsegError(f"unknown precision {precision!r} (valid: {', '.join(PRECISIONS)})")
+    if precision != "auto":
+        return precision
+    kind = str(device).split(":")[0]
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind in ("cuda", "gpu"):
+        return "bf16-mixed"
+    return "bf16-mixed" if kind == "cpu" and cpu_bf16_native() else "32-true"
+
+
+def precision_note(precision: str, device: str | torch.device = "cpu") -> str:
+    """One phrase saying what ``precision`` resolves to on ``device`` and why."""
+    chosen = resolve_precision(precision, device)
+    if precision != "auto":
+        return chosen
+    kind = str(device).split(":")[0]
+    cpu = kind == "cpu" or (kind == "auto" and not torch.cuda.is_available())
+    if not cpu:
+        return f"{chosen} (auto)"
+    native = cpu_bf16_native()
+    why = f"this CPU has {native}" if native else "this CPU would emulate bf16"
+    return f"{chosen} (auto: {why})"
+
+
+def autocast(
+    precision: str, device: str | torch.device = "cpu"
+) -> contextlib.AbstractContextManager:
+    """The autocast context for ``precision`` (``auto`` resolved for ``device``): bf16 or
+    fp16 autocast for the mixed precisions, nothing for the others."""
+    device = torch.device(device)
+    chosen = resolve_precision(precision, device)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(chosen)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype)
+
+
+def make_checkpoint(
+    model: nn.Module | dict,
+    cfg: Config,
+    *,
+    step: int = 0,
+    epoch: int = 0,
+    best_metric: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A checkpoint dict in the format above: ``model`` (a module or its state dict), the
+    frozen ``cfg``, the class count it implies; ``extra`` adds entries (``val_metrics``, and
+    for training checkpoints ``optimizer``, ``scheduler``, ...)."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model": state,
+        "config": to_dict(cfg),
+        "num_classes": cfg.num_classes,
+        "step": step,
+        "epoch": epoch,
+        "best_metric": best_metric,
+        **extra,
+    }
+
+
 def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
     """Write ``ckpt`` atomically (temp file + fsync + rename)."""
     with atomic_path(path) as tmp:
@@ -215,12 +349,19 @@ def load_weights(
 
 __all__ = [
     "ModelConfig",
+    "autocast",
     "build_model",
+    "cpu_bf16_native",
     "forward_padded",
     "load_checkpoint",
     "load_encoder_weights",
     "load_weights",
+    "make_checkpoint",
+    "model_forward",
+    "model_num_classes",
     "model_from_checkpoint",
     "pad_to_multiple",
+    "precision_note",
+    "resolve_precision",
     "save_checkpoint",
 ]

@@ -33,17 +33,11 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms.v2 import InterpolationMode
 
+from bddseg.config import TTA_MODES, Config
 from bddseg.data import IMAGE_SUFFIXES, normalize_image, read_image
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
 from bddseg.labels import IGNORE_VALUE, NUM_CLASSES, palette_256
-
-# tta name -> (scales, with horizontal flips)
-TTA_MODES: dict[str, tuple[tuple[float, ...], bool]] = {
-    "none": ((1.0,), False),
-    "flip": ((1.0,), True),
-    "flip+scales": ((0.75, 1.0, 1.25), True),
-}
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 ImageLike = np.ndarray | torch.Tensor | str | Path
@@ -61,10 +55,22 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
 def to_class_map(scores: torch.Tensor, keep_unknown: bool = False) -> torch.Tensor:
     """Scores ``(N, C, H, W)`` (logits or probabilities) -> uint8 train ids ``(N, H, W)``.
 
-    For a 20-class model, ``unknown`` (19) is never written: by default each pixel gets the
-    best of the 19 real classes (argmax over the first 19 scores), which is what the official
-    evaluator rewards; with ``keep_unknown=True`` pixels whose argmax is 19 become 255.
-    The official evaluator counts a predicted 255 (or 19) on a labelled pixel as a miss.
+    The one rule that turns a model's scores into classes: ``bddseg predict``
+    (:class:`Predictor`), ``bddseg evaluate --checkpoint``
+    (:func:`bddseg.evaluate.evaluate_checkpoint`) and training's validation
+    (:func:`bddseg.train.evaluate`) all go through it, so they score identical masks.
+
+    For a 20-class model (``data.unknown: class``), ``unknown`` (19) is never written:
+
+    - default: each pixel gets the best of the 19 real classes (argmax over the first 19
+      scores). This is what the official metric should see: it ignores ground-truth 255 and
+      counts a predicted 19/255 on a labelled pixel as a miss, so the best real class can only
+      help, and the masks are valid official submissions. Training validates this way.
+    - ``keep_unknown=True``: the argmax over all 20; pixels where ``unknown`` wins become 255
+      (the original project's 20-class view, where ``unknown`` is a class; both 19 and 255
+      land in the confusion matrix's column 19).
+
+    For a 19-class model both are the plain argmax.
     """
     if scores.shape[1] > NUM_CLASSES and not keep_unknown:
         return scores[:, :NUM_CLASSES].argmax(1).to(torch.uint8)
@@ -193,6 +199,7 @@ class Predictor:
         self.overlap = overlap
         self.keep_unknown = keep_unknown
         self.input_size = tuple(input_size) if input_size else None
+        self.config: Config | None = None  # the checkpoint's, for a predictor built from one
 
     @classmethod
     def from_checkpoint(
@@ -200,32 +207,29 @@ class Predictor:
         path: str | Path,
         device: str | torch.device = "cpu",
         *,
-        bf16: bool = False,
+        precision: str = "auto",
         **options: Any,
     ) -> Predictor:
-        """A PyTorch predictor; ``bf16`` runs the network under bfloat16 autocast. Images are
+        """A PyTorch predictor at ``precision`` (``auto``: bf16 autocast on a GPU or a CPU with
+        native bf16, see :func:`bddseg.model.resolve_precision`; ``32-true``). Images are
         taken at the scale the model was trained at (``input_size``: the config's
         ``data.base_size`` unless given)."""
-        from bddseg.model import forward_padded, model_from_checkpoint
+        from bddseg.model import model_forward, model_from_checkpoint, model_num_classes
 
         device = torch.device(device)
         model, cfg = model_from_checkpoint(path, device)
         options.setdefault("input_size", cfg.data.base_size)
-        num_classes = model.segmentation_head[0].out_channels
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                return forward_padded(model, x).float()
-
-        forward.model = model  # type: ignore[attr-defined]  # for callers that want the module
-        return cls(forward, num_classes, device=device, **options)
+        forward = model_forward(model, precision, device)
+        predictor = cls(forward, model_num_classes(model), device=device, **options)
+        predictor.config = cfg
+        return predictor
 
     @classmethod
     def from_onnx(
         cls, path: str | Path, device: str | torch.device = "cpu", **options: Any
     ) -> Predictor:
         """An onnxruntime predictor with the same pre- and post-processing."""
-        from bddseg.export import OnnxForward
+        from bddseg.onnx_runtime import OnnxForward
 
         forward = OnnxForward(path, device=str(device))
         options.setdefault("input_size", forward.input_size)
@@ -271,10 +275,12 @@ class Predictor:
             return scores
         return F.interpolate(scores, size=size, mode="bilinear", align_corners=False)
 
-    def logits(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+    def logits(
+        self, images: ImageLike | Sequence[ImageLike], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """Raw logits ``(N, C, H, W)`` float32 of one plain pass (no TTA, no window)."""
-        x, size = self._batch(images)
-        return self._back(self.forward(x).float(), size)
+        x, own = self._batch(images)
+        return self._back(self.forward(x).float(), size or own)
 
     def _window_for(self, x: torch.Tensor) -> tuple[int, int] | None:
         if self.window is not None:
@@ -290,21 +296,29 @@ class Predictor:
             return self.forward(x).float().softmax(1)
         return sliding_window_probs(self.forward, x, window, self.overlap)
 
-    def probs(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+    def probs(
+        self, images: ImageLike | Sequence[ImageLike], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """Softmax ``(N, C, H, W)`` averaged over the TTA views and the windows."""
-        x, size = self._batch(images)
-        return self._back(tta_probs(self._view_probs, x, self.tta), size)
+        x, own = self._batch(images)
+        return self._back(tta_probs(self._view_probs, x, self.tta), size or own)
 
-    def scores(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
-        """What the masks are the argmax of: logits for one plain pass, else :meth:`probs`."""
-        x, size = self._batch(images)
+    def scores(
+        self, images: ImageLike | Sequence[ImageLike], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """What the masks are the argmax of: logits for one plain pass, else :meth:`probs`;
+        at ``size`` (bilinear; default: the images' own size, e.g. a full-size mask's where
+        the images given are already at the model's scale)."""
+        x, own = self._batch(images)
         if self.tta == "none" and self._window_for(x) is None:
-            return self._back(self.forward(x).float(), size)
-        return self._back(tta_probs(self._view_probs, x, self.tta), size)
+            return self._back(self.forward(x).float(), size or own)
+        return self._back(tta_probs(self._view_probs, x, self.tta), size or own)
 
-    def class_map(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
+    def class_map(
+        self, images: ImageLike | Sequence[ImageLike], size: tuple[int, int] | None = None
+    ) -> torch.Tensor:
         """uint8 train ids ``(N, H, W)`` on ``self.device`` (see :func:`to_class_map`)."""
-        return to_class_map(self.scores(images), self.keep_unknown)
+        return to_class_map(self.scores(images, size), self.keep_unknown)
 
     # ---------------------------------------------------------------- numpy
     def predict(self, image: ImageLike) -> np.ndarray:
@@ -335,10 +349,12 @@ class Predictor:
 def load_predictor(path: str | Path, device: str = "cpu", **options: Any) -> Predictor:
     """A :class:`Predictor` for a checkpoint (``.pt``: PyTorch) or ``.onnx`` (onnxruntime).
 
-    ``options`` go to :class:`Predictor` (``tta``, ``window``, ``overlap``, ``keep_unknown``).
+    ``options`` go to :class:`Predictor` (``tta``, ``window``, ``overlap``, ``keep_unknown``);
+    ``precision`` (default ``auto``) to the PyTorch one (an ONNX model runs as exported).
     """
     p = Path(path)
     if p.suffix.lower() == ".onnx":
+        options.pop("precision", None)
         return Predictor.from_onnx(p, device, **options)
     if p.suffix.lower() in (".pt", ".pth", ".ckpt"):
         return Predictor.from_checkpoint(p, device, **options)
@@ -575,6 +591,7 @@ def predict_inputs(
     tta: str = "none",
     batch_size: int = 1,
     device: str = "cpu",
+    precision: str = "auto",
     keep_unknown: bool = False,
     video_fps: float = 1.0,
     workers: int = 2,
@@ -615,6 +632,7 @@ def predict_inputs(
         checkpoint if checkpoint is not None else onnx,
         device,
         tta=tta,
+        precision=precision,
         keep_unknown=keep_unknown,
         window=window,
     )

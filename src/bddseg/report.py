@@ -21,14 +21,14 @@ import jinja2
 import numpy as np
 from PIL import Image
 
-from bddseg import __version__
+from bddseg._version import __version__
 from bddseg.config import load_yaml
-from bddseg.data import IMAGE_SUFFIXES, list_pairs, read_image, read_mask
+from bddseg.data import IMAGE_SUFFIXES, list_pairs, read_image
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
 from bddseg.labels import CLASS_NAMES_20, PALETTE
+from bddseg.masks import read_mask
 from bddseg.plots import (
-    colorize,
     confusion_figure,
     figure_bytes,
     image_matrix_figure,
@@ -37,32 +37,11 @@ from bddseg.plots import (
     loss_figure,
     loss_multi_figure,
     overlay,
-    plot_class_stats,
-    plot_confusion,
-    plot_image_matrix,
-    plot_iou_vs_share,
-    plot_loss_curves,
-    plot_loss_curves_multi,
-    plot_sample_grid,
     read_log,
     sample_grid_figure,
-    write_eval_plots,
 )
 
-__all__ = [  # the plots are re-exported: bddseg.report is the one entry point for pictures
-    "colorize",
-    "load_run",
-    "overlay",
-    "plot_class_stats",
-    "plot_confusion",
-    "plot_image_matrix",
-    "plot_iou_vs_share",
-    "plot_loss_curves",
-    "plot_loss_curves_multi",
-    "plot_sample_grid",
-    "write_eval_plots",
-    "write_report",
-]
+__all__ = ["load_run", "write_report"]
 
 THUMB_WIDTH = 480  # px; sample tiles are drawn about 330 px wide
 N_TRAIN, N_VAL, N_WORST, N_TEST = 8, 3, 4, 8
@@ -153,13 +132,10 @@ def _load_image(path: Path) -> np.ndarray:
 
 
 def _load_mask(path: Path, like: np.ndarray, truth: bool) -> np.ndarray:
-    """A mask resized (nearest) to the thumbnail ``like``. Truth masks are validated by
-    ``data.read_mask``; predictions (which may hold 19, unknown) are read as they are."""
-    if truth:
-        arr = read_mask(path).numpy()
-    else:
-        with Image.open(path) as im:
-            arr = np.asarray(im if im.mode in ("L", "P") else im.convert("L"))
+    """A mask resized (nearest) to the thumbnail ``like``. Truth masks are validated;
+    predictions (which may hold 19, unknown) are read as they are."""
+    what = "ground-truth mask" if truth else "prediction"
+    arr = read_mask(path, what, check_values=truth)
     h, w = like.shape[:2]
     if arr.shape != (h, w):
         arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.NEAREST))

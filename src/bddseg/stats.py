@@ -1,7 +1,7 @@
 """Per-class statistics of a split and class weights for the loss, cached by a fingerprint.
 
 Counts cover the 19 train ids and ``unknown`` (raw 255), in :data:`CLASS_NAMES_20` order.
-Weight formulas are in :func:`compute_stats`. :mod:`bddseg.data` re-exports the public names.
+Weight formulas are in :func:`compute_stats`.
 """
 
 from __future__ import annotations

@@ -42,16 +42,18 @@ from torch.utils.data import DataLoader, Dataset
 from bddseg.config import Config, OptimConfig, save_yaml, to_dict
 from bddseg.data import normalize_image
 from bddseg.errors import BddsegError
-from bddseg.evaluate import model_scores
 from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
 from bddseg.losses import build_loss
 from bddseg.metrics import confusion_matrix, official_metrics
 from bddseg.model import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
     build_model,
     load_checkpoint,
     load_weights,
+    make_checkpoint,
+    model_forward,
+    model_num_classes,
+    precision_note,
+    resolve_precision,
     save_checkpoint,
 )
 from bddseg.sampling import seed_everything, step_seed, train_loader
@@ -222,32 +224,47 @@ def train_one_epoch(run: Run, state: State) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, loss_fn: nn.Module, fabric) -> dict:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    fabric,
+    channels_last: bool = True,
+    precision: str = "32-true",
+) -> dict:
     """Validation loss and official metrics of ``model`` over ``loader`` (full images, uint8
     batches as from ``build_dataset(..., normalize=False)``; normalised here, on the device).
     Where the masks are larger than the images (``full_masks``: the model saw a resized
     image), the logits are upsampled to the mask's size first (bilinear), as
-    ``bddseg evaluate --checkpoint`` does, so both score the same pixels.
+    ``bddseg evaluate --checkpoint`` does, so both score the same pixels; classes come from
+    the logits by :func:`bddseg.predict.to_class_map` with its default (a 20-class model's best
+    real class), the rule ``bddseg predict`` and ``evaluate --checkpoint`` apply.
+    ``channels_last``: the images' memory format, the model's (``run.channels_last``).
+    The model runs through :class:`bddseg.predict.Predictor` at ``precision`` (the run's),
+    exactly as ``bddseg evaluate --checkpoint`` and ``bddseg predict`` run it.
 
     Returns:
         ``{"val_loss", "miou", "pixel_accuracy", "confusion"}``; ``confusion`` is the int64
         ``(20, 20)`` matrix (rows truth, 19 = unlabelled; columns prediction) the metrics come
         from: mIoU is the mean IoU over the classes 0..18 present in the truth.
     """
+    from bddseg.predict import Predictor, to_class_map
+
     was_training = model.training
     model.eval()
+    forward = model_forward(model, precision, fabric.device, channels_last)
+    predictor = Predictor(forward, model_num_classes(model), device=fabric.device)
     cm = torch.zeros(20, 20, dtype=torch.int64, device=fabric.device)
     loss_total, images_total = 0.0, 0
     for images, masks, _ in loader:
         if images.shape[0] == 0:
             continue
-        images, masks = batch_to_device(fabric, images, masks, channels_last=True)
-        with fabric.autocast():
-            logits = model_scores(model, images, "none", tuple(masks.shape[-2:])).float()
+        images, masks = batch_to_device(fabric, images, masks, channels_last=False)
+        logits = predictor.scores(images, size=tuple(masks.shape[-2:]))
         loss_total += float(loss_fn(logits, masks)) * images.shape[0]
         images_total += images.shape[0]
         raw_truth = torch.where(masks == UNKNOWN_ID, IGNORE_VALUE, masks)  # 19 is raw 255
-        cm += confusion_matrix(logits.argmax(1), raw_truth)
+        cm += confusion_matrix(to_class_map(logits), raw_truth)
     model.train(was_training)
     metrics = official_metrics(cm.cpu())
     return {
@@ -312,7 +329,14 @@ def validate(run: Run, state: State, row: dict) -> None:
     """Evaluate on the val split, fill ``row``'s ``val_*`` and keep ``best.pt`` up to date."""
     if run.val_loader is None:
         return
-    metrics = evaluate(eval_model(run), run.val_loader, run.loss_fn, run.fabric)
+    metrics = evaluate(
+        eval_model(run),
+        run.val_loader,
+        run.loss_fn,
+        run.fabric,
+        run.cfg.run.channels_last,
+        resolve_precision(run.cfg.run.precision, run.cfg.run.accelerator),
+    )
     row.update(
         val_loss=metrics["val_loss"],
         val_miou=metrics["miou"],
@@ -334,7 +358,7 @@ def finish(run: Run, state: State) -> None:
     run.tb.close()
     if state.skipped:
         print(f"skipped {state.skipped} sample(s) that failed to load")
-    from bddseg.report import plot_loss_curves
+    from bddseg.plots import plot_loss_curves
 
     try:
         plot_loss_curves(run.run_dir / "log.csv", run.run_dir / "loss_curves.png")
@@ -344,7 +368,8 @@ def finish(run: Run, state: State) -> None:
 
 # ---------------------------------------------------------------- setup
 def setup_fabric(cfg: Config):
-    """A Fabric for ``cfg.run``: DDP when more than one process, bf16 on GPU, fp32 on CPU."""
+    """A Fabric for ``cfg.run``: DDP when more than one process; ``precision: auto`` as
+    :func:`bddseg.model.resolve_precision` decides (bf16 on a GPU or a CPU with native bf16)."""
     from lightning_fabric import Fabric
 
     r = cfg.run
@@ -364,13 +389,6 @@ def setup_fabric(cfg: Config):
         )
     except (ValueError, RuntimeError, TypeError) as e:  # Fabric's own config errors
         raise BddsegError(f"cannot set up devices: {str(e).splitlines()[0]}") from None
-
-
-def resolve_precision(precision: str, accelerator: str) -> str:
-    if precision != "auto":
-        return precision
-    gpu = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
-    return "bf16-mixed" if gpu else "32-true"
 
 
 def prepare_run_dir(run_dir: Path, cfg: Config, fabric) -> dict | None:
@@ -510,8 +528,8 @@ def load_class_weights(cfg: Config, fabric) -> torch.Tensor | None:
     """Class weights from the train split's statistics (cached), printed on rank 0."""
     if cfg.loss.class_weights == "none":
         return None
-    from bddseg.data import class_weights, compute_stats
     from bddseg.labels import CLASS_NAMES_20
+    from bddseg.stats import class_weights, compute_stats
 
     with fabric.rank_zero_first():
         stats = compute_stats(
@@ -576,17 +594,14 @@ def check_finite(run: Run, state: State, loss: torch.Tensor) -> float:
 
 def checkpoint(run: Run, state: State, training: bool) -> dict:
     """The checkpoint dict (see :mod:`bddseg.model`); ``training`` adds what resuming needs."""
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model": (run.raw if training else eval_model(run)).state_dict(),
-        "config": to_dict(run.cfg),
-        "num_classes": run.cfg.num_classes,
-        "step": state.step,
-        "epoch": state.step // run.steps_per_epoch,
-        "best_metric": state.best_miou,
-        "val_metrics": state.last_val,
-    }
+    ckpt = make_checkpoint(
+        run.raw if training else eval_model(run),
+        run.cfg,
+        step=state.step,
+        epoch=state.step // run.steps_per_epoch,
+        best_metric=state.best_miou,
+        val_metrics=state.last_val,
+    )
     if training:
         epoch, in_epoch = divmod(state.step, run.steps_per_epoch)
         ckpt.update(
@@ -620,69 +635,9 @@ def describe(run: Run) -> str:
         f"class weights {c.loss.class_weights}) on {len(run.train_data)} images: "
         f"{run.total_steps} steps of {c.optim.batch_size} x {c.optim.accumulate} "
         f"({run.steps_per_epoch} steps/epoch), {c.optim.name} lr {c.optim.lr:g} {c.optim.schedule}, "
-        f"{run.fabric.world_size} process(es) on {run.fabric.device}, into {run.run_dir}"
+        f"{run.fabric.world_size} process(es) on {run.fabric.device}, precision "
+        f"{precision_note(c.run.precision, c.run.accelerator)}, into {run.run_dir}"
     )
 
 
-# ---------------------------------------------------------------- the demo recipe
-DEMO_STEPS = 360
-
-
-def demo_config(
-    data_root: str | Path, out: str | Path, loss: str = "ce", quick: bool = False
-) -> Config:
-    """The demo's recipe for the built-in dataset on 2 CPU cores (``configs/demo_ce.yaml`` and
-    ``configs/demo_focal.yaml`` hold the same settings, with the reasons).
-
-    ``loss`` is ``"ce"`` (cross-entropy) or ``"focal"`` (softmax focal loss with square-root
-    median-frequency class weights). ``quick`` shrinks it to a few steps for tests.
-    """
-    from bddseg.config import from_dict
-
-    if loss not in ("ce", "focal"):
-        raise BddsegError(f"the demo trains 'ce' or 'focal', not {loss!r}")
-    d = {
-        "data": {
-            "root": str(data_root),
-            "unknown": "ignore",
-            "crop": [128, 224],
-            "scale": [0.75, 1.25],
-            "base_size": [128, 224],
-            "hflip": True,
-            "jitter": 0.0,
-            "workers": 0,
-        },
-        "model": {"pretrained": False},
-        "loss": {"name": "ce", "class_weights": "none"},
-        "optim": {
-            "name": "adamw",
-            "lr": 2e-3,
-            "schedule": "onecycle",
-            "warmup_pct": 0.25,
-            "max_steps": DEMO_STEPS,
-            "batch_size": 8,
-        },
-        "run": {
-            "out": str(out),
-            "accelerator": "cpu",
-            "devices": 1,
-            "precision": "32-true",
-            "val_every": DEMO_STEPS // 3,
-            "log_every": 20,
-        },
-    }
-    if loss == "focal":
-        d["loss"] = {
-            "name": "focal",
-            "gamma": 2.0,
-            "class_weights": "median",
-            "class_weight_power": 0.5,
-        }
-    if quick:
-        d["data"].update(crop=[64, 96], base_size=[64, 96])
-        d["optim"].update(max_steps=2, batch_size=2)
-        d["run"].update(val_every=2, log_every=1)
-    return from_dict(d)
-
-
-__all__ = ["TrainResult", "demo_config", "evaluate", "train", "train_one_epoch"]
+__all__ = ["TrainResult", "evaluate", "train", "train_one_epoch"]

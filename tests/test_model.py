@@ -1,0 +1,176 @@
+"""Tests for bddseg.model: building, padding to 32, precision, checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from bddseg.config import Config, ModelConfig, to_dict
+from bddseg.errors import BddsegError
+from bddseg.model import (
+    autocast,
+    build_model,
+    cpu_bf16_native,
+    forward_padded,
+    load_checkpoint,
+    load_weights,
+    model_from_checkpoint,
+    pad_to_multiple,
+    precision_note,
+    resolve_precision,
+    save_checkpoint,
+)
+
+
+# ---------------------------------------------------------------- building
+def test_encoder_weights_from_a_local_file(tmp_path):
+    import torchvision
+
+    torch.manual_seed(1)
+    state = torchvision.models.resnet34().state_dict()
+    torch.save(state, tmp_path / "resnet34.pth")
+    cfg = Config().model
+    cfg = dataclasses.replace(cfg, pretrained=True, encoder_weights=str(tmp_path / "resnet34.pth"))
+    model = build_model(cfg, 20)
+    assert torch.equal(model.encoder.conv1.weight, state["conv1.weight"])
+    assert torch.equal(model.encoder.layer4[2].bn2.running_var, state["layer4.2.bn2.running_var"])
+
+
+def test_unknown_architecture_and_encoder_are_named():
+    with pytest.raises(BddsegError, match="unknown architecture 'segformer' \\(valid: unet,"):
+        build_model(ModelConfig(arch="segformer", pretrained=False), 20)
+    with pytest.raises(BddsegError, match="unknown encoder 'resnet9000'"):
+        build_model(ModelConfig(encoder="resnet9000", pretrained=False), 20)
+
+
+# ---------------------------------------------------------------- padding
+def test_pad_to_multiple_pads_bottom_right_only():
+    x = torch.arange(2 * 3 * 33 * 70, dtype=torch.float32).reshape(2, 3, 33, 70)
+    p = pad_to_multiple(x, value=-1.0)
+    assert p.shape == (2, 3, 64, 96)
+    assert torch.equal(p[..., :33, :70], x)  # the image stays at the top left
+    assert (p[..., 33:, :] == -1).all() and (p[..., :, 70:] == -1).all()
+    assert pad_to_multiple(x, multiple=11).shape == (2, 3, 33, 77)
+    same = torch.zeros(1, 3, 64, 32)
+    assert pad_to_multiple(same) is same  # already a multiple: no copy
+
+
+class Recorder(nn.Module):
+    """A 1x1 convolution (so padding cannot leak into the image) that records input sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.sizes: list[tuple[int, int]] = []
+
+    def forward(self, x):
+        self.sizes.append(tuple(x.shape[-2:]))
+        return self.conv(x)
+
+
+def test_forward_padded_runs_at_a_multiple_of_32_and_crops_back():
+    model = Recorder()
+    x = torch.randn(2, 3, 45, 81)
+    with torch.no_grad():
+        out = forward_padded(model, x)
+        assert out.shape == (2, 4, 45, 81) and model.sizes == [(64, 96)]
+        torch.testing.assert_close(out, model.conv(x))
+
+
+# ---------------------------------------------------------------- precision
+@pytest.fixture()
+def cpu_bf16(monkeypatch):
+    """Set ``BDDSEG_CPU_BF16`` and forget the cached detection (also afterwards)."""
+
+    def force(value: str) -> None:
+        monkeypatch.setenv("BDDSEG_CPU_BF16", value)
+        cpu_bf16_native.cache_clear()
+
+    cpu_bf16_native.cache_clear()
+    yield force
+    cpu_bf16_native.cache_clear()
+
+
+def test_auto_precision_follows_the_cpu(cpu_bf16):
+    cpu_bf16("1")
+    assert cpu_bf16_native() == "BDDSEG_CPU_BF16=1"
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert precision_note("auto", "cpu") == "bf16-mixed (auto: this CPU has BDDSEG_CPU_BF16=1)"
+    ctx = autocast("auto", "cpu")
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    cpu_bf16("0")
+    assert cpu_bf16_native() is None
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert precision_note("auto", "cpu") == "32-true (auto: this CPU would emulate bf16)"
+    assert isinstance(autocast("auto", "cpu"), contextlib.nullcontext)
+
+
+def test_explicit_and_gpu_precisions(cpu_bf16):
+    cpu_bf16("0")
+    for precision in ("32-true", "bf16-mixed", "16-mixed"):
+        assert resolve_precision(precision, "cpu") == precision
+        assert precision_note(precision, "cpu") == precision
+    assert resolve_precision("auto", "cuda:1") == resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert autocast("16-mixed", "cpu").fast_dtype == torch.float16
+    with pytest.raises(BddsegError, match="unknown precision 'fp8' \\(valid: auto, 32-true"):
+        resolve_precision("fp8")
+
+
+# ---------------------------------------------------------------- checkpoints
+@pytest.fixture(scope="module")
+def small() -> tuple[nn.Module, Config]:
+    cfg = dataclasses.replace(Config(), model=ModelConfig(encoder="resnet18", pretrained=False))
+    torch.manual_seed(0)
+    return build_model(cfg.model, 19), cfg
+
+
+def test_checkpoint_round_trip(small, tmp_path):
+    model, cfg = small
+    path = tmp_path / "best.pt"
+    # as torch.compile and DDP save them: the prefixes are dropped on load
+    state = {f"_orig_mod.{k}": v for k, v in model.state_dict().items()}
+    ckpt = {"format": "bddseg", "version": 1, "model": state, "config": to_dict(cfg)}
+    save_checkpoint(path, {**ckpt, "num_classes": 19, "step": 7})
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert load_checkpoint(path)["step"] == 7
+    loaded, loaded_cfg = model_from_checkpoint(path)
+    assert loaded_cfg == cfg and not loaded.training
+    assert loaded.segmentation_head[0].out_channels == 19
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_checkpoints_that_are_not_ours_are_refused(small, tmp_path):
+    model, cfg = small
+    cases = {
+        "plain.pt": ({"model": {}}, "not a bddseg checkpoint"),
+        "classes.pt": (
+            {"format": "bddseg", "model": {}, "num_classes": "19"},
+            "num_classes is '19'",
+        ),
+        "config.pt": ({"format": "bddseg", "model": {}, "config": [1]}, "is not a mapping"),
+    }
+    for name, (ckpt, message) in cases.items():
+        torch.save(ckpt, tmp_path / name)
+        with pytest.raises(BddsegError, match=message) as e:
+            load_checkpoint(tmp_path / name)
+        assert e.value.path == str(tmp_path / name)
+    with pytest.raises(BddsegError, match="checkpoint file not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    torch.save({"format": "bddseg", "model": {"w": torch.zeros(1000)}}, tmp_path / "cut.pt")
+    data = (tmp_path / "cut.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BddsegError, match="not a readable checkpoint \\(truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+
+
+def test_weights_that_do_not_fit_name_the_file(small, tmp_path):
+    model, _ = small
+    other = build_model(ModelConfig(encoder="resnet18", pretrained=False), 20)
+    with pytest.raises(BddsegError, match="do not fit unet/resnet18 with 19 classes: ") as e:
+        load_weights(model, other.state_dict(), tmp_path / "w.pt", "unet/resnet18", 19)
+    assert e.value.path == str(tmp_path / "w.pt") and "\n" not in str(e.value)

@@ -1,0 +1,94 @@
+"""The pictures (bddseg.plots): every plot writes a PNG from data in memory; overlays."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from test_report import H, W, _is_png, make_dataset, make_run
+
+from bddseg import plots
+from bddseg.errors import BddsegError
+from bddseg.labels import CLASS_NAMES_20, PALETTE
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    root = make_dataset(tmp / "bdd100k")
+    return (
+        make_run(tmp, "ce", root, "ce", "none", seed=1),
+        make_run(tmp, "focal", root, "focal", "median", seed=2),
+    )
+
+
+# ---------------------------------------------------------------- plots
+def test_overlay_blends_palette_and_leaves_unknown():
+    img = np.full((2, 3, 3), 100, np.uint8)
+    mask = np.array([[0, 13, 255], [19, 0, 1]], np.uint8)
+    out = plots.overlay(img, mask, alpha=0.5)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert tuple(out[0, 0]) == tuple(round((100 + c) / 2) for c in PALETTE[0])
+    assert tuple(out[0, 2]) == (100, 100, 100) and tuple(out[1, 0]) == (100, 100, 100)
+    black = plots.overlay(img, mask, alpha=1.0, unknown="black")
+    assert tuple(black[0, 2]) == (0, 0, 0) and tuple(black[0, 1]) == PALETTE[13]
+    with pytest.raises(ValueError):
+        plots.overlay(img, mask[:1])
+    with pytest.raises(ValueError):
+        plots.overlay(img, mask, unknown="white")
+
+
+def test_each_plot_writes_a_png(runs, tmp_path):
+    ce = runs[0]
+    metrics = json.loads((ce / "eval/val/metrics.json").read_text())
+    conf = json.loads((ce / "eval/val/confusion.json").read_text())
+    stats = {
+        "pixel_share": {n: 100 * v for n, v in metrics["with_unknown"]["pixel_share"].items()},
+        "image_count": {n: 3 for n in CLASS_NAMES_20},
+        "weights": {
+            "inverse": dict.fromkeys(CLASS_NAMES_20, 1.0),
+            "median": dict.fromkeys(CLASS_NAMES_20, 2.0),
+        },
+        "num_images": 3,
+    }
+    written = [
+        plots.plot_class_stats(stats, tmp_path / "stats.png"),
+        plots.plot_class_stats({**stats, "weights": {}}, tmp_path / "stats_linear.png", log=False),
+        plots.plot_loss_curves(ce / "log.csv", tmp_path / "loss.png"),
+        plots.plot_loss_curves_multi(
+            {"ce": ce / "log.csv", "focal": runs[1] / "log.csv"}, tmp_path / "multi.png"
+        ),
+        plots.plot_iou_vs_share(metrics, tmp_path / "iou.png"),
+        plots.plot_confusion(conf["matrix"], conf["classes"], tmp_path / "conf.png"),
+        plots.plot_image_matrix(conf["image_matrix"], conf["classes"], tmp_path / "img.png"),
+        plots.plot_sample_grid(
+            [[np.zeros((H, W, 3), np.uint8)] * 2], tmp_path / "grid.png", [["a", "b"]]
+        ),
+    ]
+    for path in written:
+        assert _is_png(path), path
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_loss_curves_of_an_empty_log(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text(
+        "step,epoch,lr,train_loss,val_loss,val_miou,val_pixel_accuracy,images_per_s,time_s\n"
+    )
+    assert _is_png(plots.plot_loss_curves(log, tmp_path / "loss.png"))
+    with pytest.raises(BddsegError, match="not found"):
+        plots.plot_loss_curves(tmp_path / "nope.csv", tmp_path / "x.png")
+
+
+def test_write_eval_plots(runs, tmp_path):
+    ev = runs[0] / "eval" / "val"
+    metrics = json.loads((ev / "metrics.json").read_text())
+    conf = json.loads((ev / "confusion.json").read_text())
+    paths = plots.write_eval_plots(tmp_path, metrics, conf)
+    assert [p.name for p in paths] == ["iou_vs_share.png", "confusion.png", "image_confusion.png"]
+    assert all(p.parent == tmp_path and _is_png(p) for p in paths)
+    del conf["image_matrix"]
+    assert len(plots.write_eval_plots(tmp_path / "b", metrics, conf)) == 2
+    with pytest.raises(BddsegError, match="no 'matrix'"):
+        plots.write_eval_plots(tmp_path, metrics, {})
