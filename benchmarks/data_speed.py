@@ -24,15 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bddseg.check import check_dataset
 from bddseg.config import DataConfig
-from bddseg.data import (
-    SegDataset,
-    check_dataset,
-    list_pairs,
-    read_image,
-    read_mask,
-)
+from bddseg.data import SegDataset, read_image, read_mask
 from bddseg.labels import PALETTE
+from bddseg.layout import list_pairs
 from bddseg.transforms import train_transform
 
 REPO = Path(__file__).resolve().parents[1]

@@ -52,8 +52,8 @@ import torch
 import yaml
 
 from bddseg.config import load_config, override
-from bddseg.data import list_pairs
 from bddseg.labels import CLASS_NAMES
+from bddseg.layout import list_pairs
 from bddseg.metrics import official_metrics
 from bddseg.train import train
 

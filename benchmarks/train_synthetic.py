@@ -21,9 +21,8 @@ import shutil
 import time
 from pathlib import Path
 
-from bddseg.demo import FULL
+from bddseg.demo import FULL, demo_config
 from bddseg.synth import make_dataset
-from bddseg.demo import demo_config
 from bddseg.train import train
 
 SECTION = "## Training on the built-in dataset (benchmarks/train_synthetic.py)"

@@ -6,11 +6,12 @@ and the original project's fastai ``unet_learner(resnet34)`` model, in one run.
 
 Every row times the same step on random data: forward, cross-entropy, backward, AdamW step
 (lr set from the schedule each step, as in the loop). ``fabric-*`` rows use the loop's own
-helpers (``setup_fabric``, ``build_optimizer``, ``build_loss``); ``plain-*`` is smp's U-Net in
-a bare PyTorch loop; ``fastai-*`` is fastai's ``DynamicUnet`` on a torchvision ResNet34 (what
-``unet_learner(resnet34)`` builds; random weights, only its cost matters) in the same bare
-loop. fastai is optional: without it those rows say so. Ratios are against ``fastai-fp32``
-(or ``plain-fp32`` without fastai). bf16 and compile rows are skipped on CPU unless asked for.
+helpers (``set_torch_flags``, ``setup_fabric``, ``build_optimizer``, ``build_loss``);
+``plain-*`` is smp's U-Net in a bare PyTorch loop; ``fastai-*`` is fastai's ``DynamicUnet``
+on a torchvision ResNet34 (what ``unet_learner(resnet34)`` builds; random weights, only its
+cost matters) in the same bare loop. fastai is optional: without it those rows say so.
+Ratios are against ``fastai-fp32`` (or ``plain-fp32`` without fastai). bf16 and compile rows
+are skipped on CPU unless asked for.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bddseg.config import LossConfig, ModelConfig, from_dict
 from bddseg.losses import build_loss
 from bddseg.model import build_model
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
-from bddseg.train import build_optimizer, setup_fabric
+from bddseg.train import build_optimizer, set_torch_flags, setup_fabric
 
 NUM_CLASSES = 20
 
@@ -66,6 +67,7 @@ def fabric_step(
             "optim": {"max_steps": 1000},
         }
     )
+    set_torch_flags(cfg.run)  # as train() does: cuDNN benchmarking on a GPU
     fabric = setup_fabric(cfg)
     model = build_model(ModelConfig(pretrained=False), NUM_CLASSES)
     if channels_last:

@@ -42,11 +42,14 @@ from IPython.display import HTML, Image, Markdown, display
 
 import bddseg
 from bddseg import labels
+from bddseg.check import check_dataset
+from bddseg.colors import overlay
 from bddseg.config import load_config, override
-from bddseg.data import check_dataset, find_layout, list_pairs, read_image, read_mask
+from bddseg.data import read_image, read_mask
 from bddseg.evaluate import evaluate_checkpoint
+from bddseg.layout import find_layout, list_pairs
 from bddseg.model import build_model
-from bddseg.plots import overlay, plot_class_stats, plot_sample_grid
+from bddseg.plots import plot_class_stats, plot_sample_grid
 from bddseg.predict import predict_inputs
 from bddseg.report import write_report
 from bddseg.stats import compute_stats

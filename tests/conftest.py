@@ -24,6 +24,38 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def _random_checkpoint(path: Path, unknown_bias: float | None = None) -> Path:
+    """A checkpoint of a random 20-class U-Net (the default config) at ``path``; with
+    ``unknown_bias``, class 19 (unknown) wins everywhere."""
+    import torch
+
+    from bddseg.config import Config, ModelConfig, to_dict
+    from bddseg.model import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(pretrained=False), 20)
+    if unknown_bias is not None:
+        with torch.no_grad():
+            model.segmentation_head[0].bias[19] = unknown_bias
+    ckpt = {"format": "bddseg", "version": 1, "model": model.state_dict(),
+            "config": to_dict(Config()), "num_classes": 20, "step": 0, "epoch": 0,
+            "best_metric": None}  # fmt: skip
+    save_checkpoint(path, ckpt)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A random 20-class U-Net checkpoint, for the inference tests."""
+    return _random_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def unknown_ckpt(tmp_path_factory) -> Path:
+    """A random 20-class U-Net checkpoint whose class 19 (unknown) wins everywhere."""
+    return _random_checkpoint(tmp_path_factory.mktemp("ckpt") / "unknown.pt", unknown_bias=1e4)
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small synthetic dataset in the official layout; returns the ``bdd100k`` root."""

@@ -1,4 +1,6 @@
-"""Tests for bddseg.data (the statistics are tested in tests/test_stats.py)."""
+"""Tests for bddseg.data: decoding, the dataset, collating and the loader (finding the pairs
+is tested in tests/test_layout.py, checking in tests/test_check.py, the statistics in
+tests/test_stats.py)."""
 
 from __future__ import annotations
 
@@ -15,210 +17,38 @@ import torchvision.transforms.v2.functional as TF
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_layout import H, W, make_tree, mask_array, write_pair
 
 from bddseg import data
 from bddseg.config import DataConfig
-from bddseg.data import (
-    Pair,
-    SegDataset,
-    build_dataset,
-    build_loader,
-    check_dataset,
-    find_layout,
-    list_pairs,
-    read_image,
-    read_mask,
-    splits_present,
-)
+from bddseg.data import SegDataset, build_dataset, build_loader, read_image, read_mask
 from bddseg.errors import BddsegError
-
-H, W = 24, 40
+from bddseg.layout import Pair, list_pairs
 
 
 # ---------------------------------------------------------------- helpers
-def _mask_array(seed: int, h: int = H, w: int = W) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    values = np.array([*range(19), 255], dtype=np.uint8)
-    return values[rng.integers(0, len(values), size=(h // 4, w // 4))].repeat(4, 0).repeat(4, 1)
-
-
-def _write_pair(img_dir: Path | None, mask_dir: Path | None, stem: str, seed: int = 0) -> None:
-    mask = _mask_array(seed)
-    if img_dir is not None:
-        img_dir.mkdir(parents=True, exist_ok=True)
-        rgb = np.stack([mask, 255 - mask, np.full_like(mask, 128)], axis=-1)
-        Image.fromarray(rgb).save(img_dir / f"{stem}.jpg", quality=90)
-    if mask_dir is not None:
-        mask_dir.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(mask, "L").save(mask_dir / f"{stem}.png")
-
-
-def make_tree(root: Path, layout: str, counts=(("train", 3), ("val", 2), ("test", 1))) -> Path:
-    """A small dataset in ``layout`` ("official", "flat", "seed"); returns ``root``."""
-    for split, n in counts:
-        if layout == "seed":
-            name = {"val": "valid"}.get(split, split)
-            img = root / ("test" if split == "test" else f"images/{name}")
-            msk = None if split == "test" else root / f"labels/{name}"
-        else:
-            base = root / "bdd100k" if layout == "official" else root
-            img = base / f"images/10k/{split}"
-            msk = None if split == "test" else base / f"labels/sem_seg/masks/{split}"
-        for i in range(n):
-            _write_pair(img, msk, f"{split}-{i:02d}", seed=i)
-    return root
-
-
 def _png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr, mode).save(buf, "PNG")
     return buf.getvalue()
 
 
-# ---------------------------------------------------------------- finding the data
-@pytest.mark.parametrize("layout", ["official", "flat", "seed"])
-def test_layouts_found_and_paired_by_stem(tmp_path, layout):
-    root = make_tree(tmp_path, layout)
-    assert find_layout(root).name == layout
-    assert splits_present(root) == ["train", "val", "test"]
-    train = list_pairs(root, "train")
-    assert [p.stem for p in train] == ["train-00", "train-01", "train-02"]
-    assert all(p.image.stem == p.mask.stem == p.stem for p in train)
-    assert list_pairs(root, "valid") == list_pairs(root, "val")
-    assert len(list_pairs(root, "val")) == 2
-    test = list_pairs(root, "test")
-    assert len(test) == 1 and test[0].mask is None and test[0].image.is_file()
-
-
-def test_seed_layout_with_val_and_top_folder(tmp_path):
-    base = tmp_path / "bdd100k"
-    _write_pair(base / "images/val", base / "labels/val", "a")
-    assert find_layout(tmp_path).name == "seed"
-    assert splits_present(tmp_path) == ["val"]
-    assert [p.stem for p in list_pairs(tmp_path, "valid")] == ["a"]
-
-
-def test_unpaired_files_are_listed(tmp_path):
-    root = make_tree(tmp_path, "flat", counts=(("train", 2),))
-    _write_pair(root / "images/10k/train", None, "only-image")
-    _write_pair(None, root / "labels/sem_seg/masks/train", "only-mask")
-    (root / "images/10k/train/notes.txt").write_text("ignored")
-    pairs = {p.stem: p for p in list_pairs(root, "train")}
-    assert pairs["only-image"].mask is None and pairs["only-mask"].image is None
-    assert len(pairs) == 4
-
-
-def test_bad_roots(tmp_path):
-    with pytest.raises(BddsegError, match="not found"):
-        find_layout(tmp_path / "nope")
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(BddsegError, match="not a folder"):
-        find_layout(tmp_path / "file")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(BddsegError, match="expected ROOT/bdd100k/images/10k") as e:
-        find_layout(tmp_path / "empty")
-    assert str(tmp_path / "empty") in str(e.value)
-    root = make_tree(tmp_path / "ds", "official", counts=(("train", 1),))
-    with pytest.raises(BddsegError, match=f"did you mean {root / 'bdd100k'}"):
-        find_layout(root / "bdd100k/images/10k")
-    with pytest.raises(BddsegError, match="no val split"):
-        list_pairs(root, "val")
-    with pytest.raises(BddsegError, match="unknown split"):
-        list_pairs(root, "training")
-
-
-def test_val_and_valid_together_is_an_error(tmp_path):
-    _write_pair(tmp_path / "images/val", tmp_path / "labels/val", "a")
-    _write_pair(tmp_path / "images/valid", tmp_path / "labels/valid", "b")
-    with pytest.raises(BddsegError, match="both val/ and valid/"):
-        find_layout(tmp_path)
-
-
-# ---------------------------------------------------------------- decoding and checking
+# ---------------------------------------------------------------- decoding
 def test_read_image_and_mask(tmp_path):
     make_tree(tmp_path, "flat", counts=(("train", 1),))
     image = read_image(tmp_path / "images/10k/train/train-00.jpg")
     mask = read_mask(tmp_path / "labels/sem_seg/masks/train/train-00.png")
     assert image.dtype == torch.uint8 and image.shape == (3, H, W)
     assert mask.dtype == torch.uint8 and mask.shape == (H, W)
-    np.testing.assert_array_equal(mask.numpy(), _mask_array(0))
+    np.testing.assert_array_equal(mask.numpy(), mask_array(0))
 
 
 def test_palette_mask_reads_indices(tmp_path):
-    arr = _mask_array(3)
+    arr = mask_array(3)
     im = Image.fromarray(arr, "L").convert("P")
     im.putpalette([255 - i % 256 for i in range(768)])
     im.save(tmp_path / "p.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "p.png").numpy(), np.asarray(im))
-
-
-@pytest.mark.real
-def test_check_real_pairs_is_clean(real_root):
-    report = check_dataset(real_root, workers=2)
-    assert report.problems == []
-    assert report.summary["train"]["images"] == report.summary["train"]["masks"] == 16
-    assert report.summary["val"]["images"] == 8 and report.summary["val"]["bad"] == 0
-    assert report.summary["train"]["pairs_per_s"] > 0
-
-
-def _bad_tree(root: Path) -> dict[str, str]:
-    """A tree with one broken file per problem; returns {file name: expected reason part}."""
-    img, msk = root / "images/10k/train", root / "labels/sem_seg/masks/train"
-    for i in range(10):
-        _write_pair(img, msk, f"bad{i}", seed=i)
-    good = (img / "bad0.jpg").read_bytes()
-    (img / "bad0.jpg").write_bytes(good[: len(good) // 2])
-    (img / "bad1.jpg").write_bytes(b"")
-    (img / "bad2.jpg").write_text("this is not a JPEG\n")
-    Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(msk / "bad3.png")
-    Image.fromarray(np.zeros((H, W), np.uint16)).save(msk / "bad4.png")
-    Image.fromarray(np.zeros((H // 2, W), np.uint8), "L").save(msk / "bad5.png")
-    values = np.zeros((H, W), np.uint8)
-    values[0, :3] = [19, 100, 254]
-    Image.fromarray(values, "L").save(msk / "bad6.png")
-    (msk / "bad7.png").unlink()
-    (img / "bad8.jpg").unlink()
-    (msk / "bad9.png").write_bytes(good)  # a JPEG named .png
-    _write_pair(root / "images/10k/val", root / "labels/sem_seg/masks/val", "fine")
-    return {
-        "bad0.jpg": "truncated",
-        "bad1.jpg": "empty",
-        "bad2.jpg": "not a JPEG or PNG",
-        "bad3.png": "RGB",
-        "bad4.png": "16-bit",
-        "bad5.png": f"mask is {W}x{H // 2} but its image is {W}x{H}",
-        "bad6.png": "invalid values 19, 100, 254",
-        "bad7.jpg": "image without a mask",
-        "bad8.png": "mask without an image",
-        "bad9.png": "not a PNG",
-    }
-
-
-@pytest.mark.parametrize("workers", [1, 2])
-def test_check_lists_every_problem(tmp_path, monkeypatch, workers):
-    monkeypatch.setattr(data, "MIN_PARALLEL", 1)  # use the process pool even for 10 pairs
-    expected = _bad_tree(tmp_path)
-    report = check_dataset(tmp_path, workers=workers)
-    assert len(report.problems) == len(expected), report.problems
-    by_name = {Path(path).name: reason for path, reason in report.problems}
-    for name, reason in expected.items():
-        assert reason in by_name[name], (name, by_name.get(name))
-    assert all("\n" not in reason for _, reason in report.problems)
-    assert report.summary["train"] == pytest.approx(
-        {
-            "images": 9,
-            "masks": 9,
-            "bad": 10,
-            "seconds": report.summary["train"]["seconds"],
-            "pairs_per_s": report.summary["train"]["pairs_per_s"],
-        }
-    )
-    assert report.summary["val"]["bad"] == 0 and not report.ok
-
-
-def test_check_on_synthetic(synth_root):
-    report = check_dataset(synth_root, workers=1)
-    assert report.problems == [] and set(report.summary) == {"train", "val", "test"}
 
 
 def _png_head(width: int, height: int, depth: int, color: int) -> bytes:
@@ -289,7 +119,7 @@ def test_dataset_unknown_modes(tmp_path, unknown, expected):
     root = make_tree(tmp_path, "flat", counts=(("train", 1),))
     ds = SegDataset(list_pairs(root, "train"), unknown=unknown)
     image, mask = ds[0]
-    raw = torch.from_numpy(_mask_array(0)).long()
+    raw = torch.from_numpy(mask_array(0)).long()
     assert image.dtype == torch.float32 and image.shape == (3, H, W)
     assert mask.dtype == torch.int64 and mask.shape == (H, W)
     assert torch.equal(mask, torch.where(raw == 255, expected, raw))
@@ -317,7 +147,7 @@ def test_build_dataset_limits_and_unpaired(tmp_path):
     assert ds[0][0].shape == (3, 16, 24)
     val = build_dataset(_cfg(root, max_val_images=1, unknown="ignore"), "valid", train=False)
     assert len(val) == 1 and val[0][0].shape == (3, H, W) and val.unknown == "ignore"
-    _write_pair(root / "images/10k/train", None, "lonely")
+    write_pair(root / "images/10k/train", None, "lonely")
     with pytest.raises(BddsegError, match="image without a mask.*on_bad_sample"):
         build_dataset(_cfg(root), "train", train=True)
     assert len(build_dataset(_cfg(root, on_bad_sample="skip"), "train", train=True)) == 4
@@ -392,4 +222,3 @@ def test_loader_is_deterministic_for_a_seed(tmp_path):
 def test_segdataset_rejects_unpaired():
     with pytest.raises(BddsegError, match="image without a mask"):
         SegDataset([Pair("a", Path("a.jpg"), None)])
-    assert data.normalize_split("valid") == "val"

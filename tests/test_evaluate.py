@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bddseg import evaluate
+from bddseg import evaluate, parallel
 from bddseg.errors import BddsegError
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20
 
@@ -225,7 +225,8 @@ def test_outputs_follow_the_contract(folder_result):
         assert (out / "iou_vs_share.png").exists() and (out / "image_confusion.png").exists()
 
 
-def test_workers_give_identical_results(folders, folder_result, tmp_path):
+def test_workers_give_identical_results(folders, folder_result, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 1)  # the process pool even for 8 pairs
     pred, gt = folders
     result = evaluate.evaluate_folders(pred, gt, tmp_path, workers=2, plots=False)
     assert result == folder_result[0]
@@ -234,7 +235,8 @@ def test_workers_give_identical_results(folders, folder_result, tmp_path):
     ).read_text()
 
 
-def test_wrong_size_prediction_is_named(folders, tmp_path):
+def test_wrong_size_prediction_is_named(folders, tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 1)  # the error comes from a worker
     pred, gt = folders
     bad = tmp_path / "pred"
     bad.mkdir()
@@ -244,6 +246,22 @@ def test_wrong_size_prediction_is_named(folders, tmp_path):
     with pytest.raises(BddsegError, match="prediction is 10x10") as e:
         evaluate.evaluate_folders(bad, gt, tmp_path / "out", workers=2)
     assert e.value.path == str(bad / "img02.png")
+
+
+def test_folder_mode_never_imports_torch(folders, tmp_path):
+    """Not even with the process pool: importing torch costs more than scoring 500 pairs."""
+    pred, gt = folders
+    code = (
+        "import sys\n"
+        "from bddseg import evaluate, parallel\n"
+        "parallel.MIN_PARALLEL = 1\n"
+        f"evaluate.evaluate_folders({str(pred)!r}, {str(gt)!r}, {str(tmp_path)!r}, workers=2, "
+        "plots=False)\n"
+        "sys.exit('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "metrics.json").is_file()
 
 
 def test_bad_ground_truth_values_and_modes_are_named(tmp_path):
@@ -354,7 +372,7 @@ def test_checkpoint_flip_tta_is_flip_equivariant(tiny_run, tmp_path):
     """Flip TTA averages an image and its mirror: mirrored inputs give mirrored masks."""
     import torch
 
-    from bddseg.predict import Predictor
+    from bddseg.predictor import Predictor
 
     ckpt, _ = tiny_run
     flip = Predictor.from_checkpoint(ckpt, precision="32-true", tta="flip")

@@ -15,29 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
-from bddseg.config import Config, ModelConfig, to_dict
 from bddseg.errors import BddsegError
 from bddseg.export import check_parity, export_onnx
-from bddseg.model import build_model, save_checkpoint
 from bddseg.onnx_runtime import OnnxForward
-from bddseg.predict import load_predictor, predict_inputs
+from bddseg.predict import predict_inputs
+from bddseg.predictor import load_predictor
 
 REL_TOL = 1e-5
 MIN_AGREEMENT = 0.999
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(pretrained=False), 20)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, {"format": "bddseg", "version": 1, "model": model.state_dict(),
-                           "config": to_dict(Config()), "num_classes": 20, "step": 0,
-                           "epoch": 0, "best_metric": None})  # fmt: skip
-    return path
 
 
 def _image(h: int, w: int, seed: int = 0) -> np.ndarray:

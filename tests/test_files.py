@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bddseg.errors import BddsegError
-from bddseg.files import atomic_path, atomic_write_text, current_umask
+from bddseg.files import atomic_path, atomic_write_text, current_umask, read_json
 
 
 @pytest.fixture
@@ -56,3 +56,16 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
     assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
     with pytest.raises(BddsegError, match="cannot write"):
         atomic_write_text(tmp_path / "metrics.json" / "x", "{}")  # parent is a file
+
+
+def test_read_json_names_what_and_the_file(tmp_path):
+    good = tmp_path / "metrics.json"
+    atomic_write_text(good, '{"miou": 0.5}')
+    assert read_json(good, "metrics") == {"miou": 0.5}
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(BddsegError, match=r"cannot read metrics: not valid JSON \(JSONDecodeError"):
+        read_json(broken, "metrics")
+    with pytest.raises(BddsegError) as missing:
+        read_json(tmp_path / "nope.json", "confusion matrix")
+    assert str(missing.value).startswith(f"{tmp_path / 'nope.json'}: cannot read confusion matrix")

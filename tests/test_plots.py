@@ -1,4 +1,4 @@
-"""The pictures (bddseg.plots): every plot writes a PNG from data in memory; overlays."""
+"""The pictures (bddseg.plots): every plot writes a PNG from data in memory."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from test_report import H, W, _is_png, make_dataset, make_run
 
 from bddseg import plots
 from bddseg.errors import BddsegError
-from bddseg.labels import CLASS_NAMES_20, PALETTE
+from bddseg.labels import CLASS_NAMES_20
 
 
 @pytest.fixture(scope="module")
@@ -24,21 +24,6 @@ def runs(tmp_path_factory):
 
 
 # ---------------------------------------------------------------- plots
-def test_overlay_blends_palette_and_leaves_unknown():
-    img = np.full((2, 3, 3), 100, np.uint8)
-    mask = np.array([[0, 13, 255], [19, 0, 1]], np.uint8)
-    out = plots.overlay(img, mask, alpha=0.5)
-    assert out.dtype == np.uint8 and out.shape == img.shape
-    assert tuple(out[0, 0]) == tuple(round((100 + c) / 2) for c in PALETTE[0])
-    assert tuple(out[0, 2]) == (100, 100, 100) and tuple(out[1, 0]) == (100, 100, 100)
-    black = plots.overlay(img, mask, alpha=1.0, unknown="black")
-    assert tuple(black[0, 2]) == (0, 0, 0) and tuple(black[0, 1]) == PALETTE[13]
-    with pytest.raises(ValueError):
-        plots.overlay(img, mask[:1])
-    with pytest.raises(ValueError):
-        plots.overlay(img, mask, unknown="white")
-
-
 def test_each_plot_writes_a_png(runs, tmp_path):
     ce = runs[0]
     metrics = json.loads((ce / "eval/val/metrics.json").read_text())

@@ -19,7 +19,7 @@ import torch
 
 from bddseg.demo import demo_config
 from bddseg.model import cpu_bf16_native, resolve_precision
-from bddseg.predict import Predictor
+from bddseg.predictor import Predictor
 from bddseg.synth import make_dataset
 from bddseg.train import train
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from bddseg import plots, report
+from bddseg import colors, report
 from bddseg.errors import BddsegError
 from bddseg.labels import CLASS_NAMES_20
 
@@ -148,9 +148,9 @@ def make_run(
         for stem in STEMS["test"]:
             mask = rng.integers(0, 19, (H, W), dtype=np.uint8)
             Image.fromarray(mask).save(base / "masks" / f"{stem}.png")
-            Image.fromarray(plots.colorize(mask)).save(base / "color" / f"{stem}.png")
+            Image.fromarray(colors.colorize(mask)).save(base / "color" / f"{stem}.png")
             img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
-            Image.fromarray(plots.overlay(img, mask)).save(base / "overlay" / f"{stem}.jpg")
+            Image.fromarray(colors.overlay(img, mask)).save(base / "overlay" / f"{stem}.jpg")
     return run
 
 

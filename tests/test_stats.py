@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_data import H, W, make_tree
+from test_layout import H, W, make_tree
 
-from bddseg import data
+from bddseg import parallel
 from bddseg.errors import BddsegError
 from bddseg.labels import CLASS_NAMES_20
 from bddseg.stats import (
-    cache_dir,
     class_weights,
     compute_stats,
+    default_cache_dir,
     image_presence,
     stats_fingerprint,
     weights_from_counts,
@@ -95,6 +95,18 @@ def test_stats_cache_hit_and_invalidation(tmp_path, monkeypatch):
     assert compute_stats(root, cache=False) == second
 
 
+def test_stats_cache_dir_argument(tmp_path, monkeypatch):
+    """An explicit ``cache_dir`` is where the cache goes; None is the documented default."""
+    monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "default"))
+    root = make_tree(tmp_path / "ds", "flat", counts=(("train", 2),))
+    first = compute_stats(root, cache_dir=tmp_path / "mine")
+    assert len(list((tmp_path / "mine").glob("stats-train-*.json"))) == 1
+    assert not (tmp_path / "default").exists()
+    assert compute_stats(root, cache_dir=str(tmp_path / "mine")) == first
+    compute_stats(root)  # None: default_cache_dir()
+    assert len(list((tmp_path / "default").glob("stats-train-*.json"))) == 1
+
+
 @pytest.mark.real
 def test_class_weights(real_root, tmp_path, monkeypatch):
     monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path))
@@ -116,7 +128,7 @@ def test_class_weights(real_root, tmp_path, monkeypatch):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_stats_bad_mask_names_it(tmp_path, monkeypatch, workers):
     monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "MIN_PARALLEL", 1)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 1)
     root = make_tree(tmp_path / "ds", "flat", counts=(("train", 4),))
     good = compute_stats(root, workers=1, cache=False)
     assert compute_stats(root, workers=workers, cache=False) == good
@@ -167,9 +179,9 @@ def test_weights_need_a_beta_inside_zero_one():
 
 def test_cache_dir_and_fingerprint(tmp_path, monkeypatch):
     monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "c"))
-    assert cache_dir() == tmp_path / "c"
+    assert default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("BDDSEG_CACHE")
-    assert cache_dir() == Path.home() / ".cache" / "bddseg"
+    assert default_cache_dir() == Path.home() / ".cache" / "bddseg"
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(b"1")
     b.write_bytes(b"22")

@@ -196,6 +196,20 @@ def test_deterministic_on_cpu(synth_root, tmp_path):
     assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
 
 
+def test_torch_flags_are_set_by_set_torch_flags_only(monkeypatch):
+    from bddseg.train import set_torch_flags, setup_fabric
+
+    calls = []
+    monkeypatch.setattr(torch, "use_deterministic_algorithms", calls.append)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # restored afterwards
+    cfg = from_dict({"run": {"accelerator": "cpu", "deterministic": True}})
+    setup_fabric(cfg)  # builds Fabric, sets nothing global
+    assert calls == [] and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    set_torch_flags(cfg.run)
+    assert calls == [True] and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
 # ---------------------------------------------------------------- stopping on NaN
 def test_nan_loss_stops_with_a_clear_error(synth_root, tmp_path, monkeypatch):
     import bddseg.train as train_module
@@ -261,9 +275,10 @@ def _bddseg(
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(synth_root, tmp_path):
     run = tmp_path / "ddp"
-    env = {**os.environ, "BDDSEG_TRACE_SAMPLES": "1", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = ["--data", str(synth_root), "--out", str(run), "--no-pretrained", "--accelerator", "cpu"]
     args += [
+        "--trace-samples",
         "--devices",
         "2",
         "--max-steps",
@@ -335,7 +350,7 @@ def test_overfits_the_real_train_pairs(real_root, tmp_path):
 def test_three_routes_score_identical_masks(synth_root, tmp_path, unknown, base_size):
     """Training's validation, `bddseg evaluate --checkpoint` and `bddseg predict` + `bddseg
     evaluate --pred --gt` give one confusion matrix for one checkpoint (issue 13): 19- and
-    20-class models (one class rule, bddseg.predict.to_class_map), with and without base_size
+    20-class models (one class rule, bddseg.predictor.to_class_map), with and without base_size
     (the model sees half-size images; every route scores the 96x160 masks, scores upsampled).
     At the default precision (bf16 autocast on a CPU with native bf16). The routes run the
     same kernels (batches of 4, contiguous memory): other batchings or memory formats round
@@ -409,10 +424,9 @@ def test_ema_weights_are_validated_kept_and_resumed(synth_root, tmp_path):
         train(dataclasses.replace(c, run=run))
 
 
-def test_rare_class_sampling_draws_by_the_weights(synth_root, tmp_path, monkeypatch):
-    monkeypatch.setenv("BDDSEG_TRACE_SAMPLES", "1")
+def test_rare_class_sampling_draws_by_the_weights(synth_root, tmp_path):
     cfg = tiny(synth_root, tmp_path / "run", **{"data.rare_class_temp": 0.01})
-    train(cfg)
+    train(cfg, trace_samples=True)
     lines = [line.split() for line in (tmp_path / "run" / "samples.rank0.txt").open()]
     first = [int(i) for e, i in lines if e == "0"]  # the trace lists each epoch's whole order
     assert len(first) == 12 and len(set(first)) < 12  # 12 draws with replacement

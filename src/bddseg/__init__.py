@@ -10,7 +10,7 @@ def load_predictor(path, device: str = "cpu"):
     Returns an object whose ``predict(image)`` takes a uint8 HxWx3 array (or a path)
     and returns the HxW class map (uint8, train ids 0..18).
     """
-    from bddseg.predict import load_predictor as _load
+    from bddseg.predictor import load_predictor as _load
 
     return _load(path, device=device)
 

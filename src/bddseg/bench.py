@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, first_line
 
 VARIANTS = ("fp32", "channels_last", "bf16", "compile", "onnxruntime", "cl+bf16+compile")
 
@@ -106,7 +106,9 @@ def _measure(model, dev, variants, batch_sizes, shape, iters, warmup, threads, o
         try:
             fn = _runner(variant, model, dev, onnx_path, threads)
         except Exception as e:  # e.g. no CUDA provider in this onnxruntime
-            rows += [{"variant": variant, "batch": b, "error": _short(e)} for b in batch_sizes]
+            rows += [
+                {"variant": variant, "batch": b, "error": first_line(e, 120)} for b in batch_sizes
+            ]
             continue
         for b in batch_sizes:
             row: dict[str, Any] = {"variant": variant, "batch": b}
@@ -114,7 +116,7 @@ def _measure(model, dev, variants, batch_sizes, shape, iters, warmup, threads, o
                 x = torch.randn(b, 3, *shape, device=dev)
                 row.update(_time(fn, x, iters, warmup, dev))
             except Exception as e:  # e.g. out of memory, or a compiler missing for compile
-                row["error"] = _short(e)
+                row["error"] = first_line(e, 120)
             rows.append(row)
             echo(f"  {variant:>16} batch {b}: {row.get('error') or row['images_per_s']} images/s")
             if dev.type == "cuda":
@@ -214,11 +216,6 @@ def _random_checkpoint(model: torch.nn.Module) -> dict[str, Any]:
 
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     return make_checkpoint(state, Config())  # the default config: 20 classes, as built above
-
-
-def _short(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{e.__class__.__name__}: {lines[0][:120]}" if lines else e.__class__.__name__
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -53,7 +53,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(args: argparse.Namespace) -> int:
-    from bddseg.data import check_dataset
+    from bddseg.check import check_dataset
 
     report = check_dataset(Path(args.root), workers=args.workers)
     for split, s in report.summary.items():
@@ -74,7 +74,9 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     from bddseg.files import atomic_write_text
     from bddseg.stats import compute_stats
 
-    stats = compute_stats(Path(args.root), split=args.split, workers=args.workers)
+    stats = compute_stats(
+        Path(args.root), split=args.split, workers=args.workers, cache_dir=args.cache_dir
+    )
     width = max(len(n) for n in stats["pixel_share"])
     print(f"{args.split}: {stats['num_images']} images")
     print(
@@ -148,7 +150,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides=_train_overrides(args), base=base)
     if not cfg.data.root:
         raise BddsegError("no dataset: give --data ROOT (or data.root in the config)")
-    result = train(cfg)
+    result = train(cfg, trace_samples=args.trace_samples)
     print(f"run directory: {result.run_dir}")
     if result.best_miou is not None:
         print(f"best val mIoU: {result.best_miou:.4f}")
@@ -304,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", help="also write the statistics to this JSON file")
     st.add_argument("--chart", help="also write a bar chart PNG")
     st.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    st.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where the statistics are cached (default: $BDDSEG_CACHE, else ~/.cache/bddseg)",
+    )
     st.set_defaults(func=_cmd_data_stats)
 
     dl = sub.add_parser("download", help="fetch and safely extract the official BDD100K 10K zips")
@@ -335,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
     t.add_argument("--workers", type=int)
     t.add_argument("--on-bad-sample", choices=choices("data.on_bad_sample"))
+    t.add_argument(
+        "--trace-samples",
+        action="store_true",
+        help="each process appends the samples it trains on to RUN/samples.rankN.txt",
+    )
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser(

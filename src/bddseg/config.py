@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from bddseg.errors import BddsegError
-from bddseg.labels import NUM_CLASSES
+from bddseg.labels import NUM_CLASSES, NUM_CLASSES_20
 
 # Every set of choices, declared once: the config checks values against these, the CLI offers
 # them (``choices``) and the modules that act on them import them.
@@ -128,7 +128,7 @@ class Config:
 
     @property
     def num_classes(self) -> int:
-        return NUM_CLASSES + 1 if self.data.unknown == "class" else NUM_CLASSES
+        return NUM_CLASSES_20 if self.data.unknown == "class" else NUM_CLASSES
 
 
 SECTIONS = {f.name: f.type for f in fields(Config)}

@@ -1,27 +1,16 @@
-"""Find BDD100K on disk, decode and check image/mask pairs, and feed them to training.
+"""Decode image/mask pairs and feed them to training: the torch wrappers of the decoders,
+the ImageNet normalisation, the dataset, its collate function and its loader.
 
-Three layouts are recognised under a dataset ``ROOT`` (``val`` and ``valid`` both mean val)::
-
-    official   ROOT/bdd100k/images/10k/{train,val,test}/*.jpg
-               ROOT/bdd100k/labels/sem_seg/masks/{train,val}/*.png
-    flat       the same without the top ``bdd100k/`` folder
-    seed       ROOT/[bdd100k/]images/{train,valid}, labels/{train,valid}, test/ (the original project)
-
-Images and masks pair by file stem. Masks are single-channel 8-bit PNGs holding train ids
-0..18 and 255 (unlabelled); palette PNGs are read by index, like the official color maps.
-Every problem with a user file raises :class:`BddsegError` naming the file.
-Class statistics and weights are in :mod:`bddseg.stats` (which builds on this module).
+Masks are single-channel 8-bit PNGs holding train ids 0..18 and 255 (unlabelled); palette
+PNGs are read by index, like the official color maps (the decoding itself is in
+:mod:`bddseg.masks`). Every problem with a user file raises :class:`BddsegError` naming the
+file. Finding the pairs on disk is :mod:`bddseg.layout`; checking a whole dataset,
+:mod:`bddseg.check`; class statistics and weights, :mod:`bddseg.stats`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import math
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,153 +22,13 @@ from torchvision.io import ImageReadMode, decode_image
 
 from bddseg import masks
 from bddseg.config import DataConfig
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, warn
 from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
+from bddseg.layout import LABELLED_SPLITS, Pair, list_pairs, normalize_split
 from bddseg.transforms import eval_transform, train_transform
 
-log = logging.getLogger(__name__)
-
-SPLITS = ("train", "val", "test")
-LABELLED_SPLITS = ("train", "val")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MIN_PARALLEL = 48  # fewer items than this are done inline: starting processes costs more
-
-EXPECTED_LAYOUTS = (
-    "expected ROOT/bdd100k/images/10k/{train,val,test} with ROOT/bdd100k/labels/sem_seg/masks/"
-    "{train,val} (official zips), the same without bdd100k/, or ROOT/images/{train,valid} with "
-    "ROOT/labels/{train,valid} (original project layout)"
-)
-
-
-# ---------------------------------------------------------------- finding the data
-@dataclass(frozen=True)
-class Pair:
-    """An image and its mask, matched by file stem; either may be missing."""
-
-    stem: str
-    image: Path | None
-    mask: Path | None
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where each split's images and masks live (folders may not exist)."""
-
-    name: str  # "official", "flat" or "seed"
-    base: Path
-    images: dict[str, Path]
-    masks: dict[str, Path]
-
-
-def normalize_split(split: str) -> str:
-    """``valid`` -> ``val``; anything else not in :data:`SPLITS` is an error."""
-    s = "val" if split == "valid" else split
-    if s not in SPLITS:
-        raise BddsegError(f"unknown split {split!r} (valid: train, val, test)")
-    return s
-
-
-def _val_dir(parent: Path, where: Path) -> Path:
-    val, valid = parent / "val", parent / "valid"
-    if val.is_dir() and valid.is_dir():
-        raise BddsegError(f"both {val.name}/ and {valid.name}/ exist in {parent}; keep one", where)
-    return valid if valid.is_dir() else val
-
-
-def _layout_at(base: Path) -> Layout | None:
-    if (base / "images" / "10k").is_dir():
-        images = base / "images" / "10k"
-        masks = base / "labels" / "sem_seg" / "masks"
-        name = "official" if base.name == "bdd100k" else "flat"
-        return Layout(
-            name,
-            base,
-            {"train": images / "train", "val": _val_dir(images, base), "test": images / "test"},
-            {"train": masks / "train", "val": _val_dir(masks, base)},
-        )
-    images = base / "images"
-    if (images / "train").is_dir() or (images / "valid").is_dir() or (images / "val").is_dir():
-        test = base / "test" if (base / "test").is_dir() else images / "test"
-        labels = base / "labels"
-        return Layout(
-            "seed",
-            base,
-            {"train": images / "train", "val": _val_dir(images, base), "test": test},
-            {"train": labels / "train", "val": _val_dir(labels, base)},
-        )
-    return None
-
-
-def find_layout(root: str | Path) -> Layout:
-    """Recognise the layout under ``root`` (see the module docstring).
-
-    Raises:
-        BddsegError: the root is missing, not a folder, or none of the layouts (the message
-            says what was expected, and names a parent folder that would work if there is one).
-    """
-    root = Path(root)
-    if not root.exists():
-        raise BddsegError("dataset root not found", root)
-    if not root.is_dir():
-        raise BddsegError("dataset root is not a folder", root)
-    for base in (root / "bdd100k", root):
-        layout = _layout_at(base)
-        if layout is not None:
-            return layout
-    hint = ""
-    for parent in list(root.resolve().parents)[:4]:
-        if _layout_at(parent) or _layout_at(parent / "bdd100k"):
-            hint = f"; did you mean {parent}?"
-            break
-    raise BddsegError(f"not a BDD100K dataset root: {EXPECTED_LAYOUTS}{hint}", root)
-
-
-def _splits(layout: Layout) -> list[str]:
-    masks = layout.masks
-    return [s for s in SPLITS if layout.images[s].is_dir() or (s in masks and masks[s].is_dir())]
-
-
-def splits_present(root: str | Path) -> list[str]:
-    """The splits (in train, val, test order) that have an image or a mask folder."""
-    return _splits(find_layout(root))
-
-
-def _scan(folder: Path | None, suffixes: tuple[str, ...]) -> tuple[dict[str, Path], list[Path]]:
-    """Files by stem, and the extra files whose stem was already taken."""
-    found: dict[str, Path] = {}
-    dupes: list[Path] = []
-    if folder is None or not folder.is_dir():
-        return found, dupes
-    for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or p.suffix.lower() not in suffixes or not p.is_file():
-            continue
-        if p.stem in found:
-            dupes.append(p)
-        else:
-            found[p.stem] = p
-    return found, dupes
-
-
-def _pairs_and_dupes(root: str | Path, split: str) -> tuple[list[Pair], list[Path]]:
-    layout = find_layout(root)
-    split = normalize_split(split)
-    if split not in _splits(layout):
-        found = ", ".join(_splits(layout)) or "none"
-        raise BddsegError(f"no {split} split in this dataset (found: {found})", root)
-    images, dupes = _scan(layout.images[split], IMAGE_SUFFIXES)
-    masks, mask_dupes = _scan(layout.masks.get(split), (".png",))
-    pairs = [Pair(s, images.get(s), masks.get(s)) for s in sorted(images.keys() | masks.keys())]
-    return pairs, dupes + mask_dupes
-
-
-def list_pairs(root: str | Path, split: str) -> list[Pair]:
-    """All stems of ``split`` sorted, including images without masks and masks without images.
-
-    The test split has no masks: its pairs all have ``mask=None``.
-    """
-    return _pairs_and_dupes(root, split)[0]
 
 
 # ---------------------------------------------------------------- decoding
@@ -234,122 +83,14 @@ def read_mask(path: str | Path) -> torch.Tensor:
     return decode_mask(path)[0]
 
 
-# ---------------------------------------------------------------- checking
-@dataclass
-class CheckReport:
-    """``summary[split]``: images, masks, bad (stems with a problem), seconds, pairs_per_s.
-    ``problems``: ``(path, reason)``, one per problem, all of them."""
-
-    summary: dict[str, dict[str, float]] = field(default_factory=dict)
-    problems: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _size_problem(mask_hw: Sequence[int], image_hw: Sequence[int]) -> str:
+def size_problem(mask_hw: Sequence[int], image_hw: Sequence[int]) -> str:
+    """The reason given when a mask's ``(H, W)`` differs from its image's."""
     return f"mask is {mask_hw[1]}x{mask_hw[0]} but its image is {image_hw[1]}x{image_hw[0]}"
 
 
-def _check_pair(pair: Pair) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    size = None
-    if pair.image is not None:
-        try:
-            size = tuple(read_image(pair.image).shape[1:])
-        except BddsegError as e:
-            problems.append((str(pair.image), e.problem))
-    if pair.mask is not None:
-        try:
-            msize = tuple(read_mask(pair.mask).shape)
-            if size is not None and msize != size:
-                problems.append((str(pair.mask), _size_problem(msize, size)))
-        except BddsegError as e:
-            problems.append((str(pair.mask), e.problem))
-    return problems
-
-
-def _check_chunk(pairs: list[Pair]) -> list[tuple[str, list[tuple[str, str]]]]:
-    return [(p.stem, _check_pair(p)) for p in pairs]
-
-
-def _init_worker() -> None:
+def init_decode_worker() -> None:
+    """Initializer of a process that decodes (see :func:`bddseg.parallel.parallel_map`)."""
     torch.set_num_threads(1)  # one decoder per process; more threads only oversubscribe
-
-
-def _chunks(items: Sequence, workers: int) -> list[list]:
-    size = max(1, min(64, math.ceil(len(items) / (4 * max(1, workers)))))
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-def parallel_map(
-    fn: Callable, items: Sequence, workers: int, pool: ProcessPoolExecutor | None = None
-) -> list:
-    """``[fn(chunk) for chunk in chunks(items)]`` in a process pool (inline for workers <= 1).
-
-    ``fn`` must be a module-level function; pass ``pool`` to reuse one across calls."""
-    chunks = _chunks(items, workers)
-    if workers <= 1 or len(items) < MIN_PARALLEL:
-        return [fn(c) for c in chunks]
-    if pool is not None:
-        return list(pool.map(fn, chunks))
-    with _pool(min(workers, len(chunks))) as pool:
-        return list(pool.map(fn, chunks))
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(workers, initializer=_init_worker)
-
-
-def check_dataset(root: str | Path, workers: int = 1) -> CheckReport:
-    """Check every pair of every split present, listing all problems at once.
-
-    For each split: every image decodes, every mask decodes as single-channel 8-bit with values
-    in 0..18 and 255 and has its image's height and width, every train/val image has a mask,
-    no mask lacks an image, no stem appears twice. Decoding runs in ``workers`` processes.
-    """
-    report = CheckReport()
-    layout = find_layout(root)
-    with contextlib.ExitStack() as stack:
-        pool = stack.enter_context(_pool(workers)) if workers > 1 else None
-        for split in _splits(layout):
-            report.summary[split], problems = _check_split(root, layout, split, workers, pool)
-            report.problems += problems
-    return report
-
-
-def _check_split(
-    root: str | Path, layout: Layout, split: str, workers: int, pool: ProcessPoolExecutor | None
-) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    pairs, dupes = _pairs_and_dupes(root, split)
-    problems = [(str(p), "duplicate stem: another file has the same name") for p in dupes]
-    if not pairs:  # a folder that exists but holds nothing is a mistake, not a clean split
-        problems.append((str(layout.images[split]), f"the {split} split is empty (no images)"))
-    bad = {p.stem for p in dupes}
-    for p in pairs:
-        if p.image is None:
-            problems.append((str(p.mask), "mask without an image"))
-            bad.add(p.stem)
-        elif p.mask is None and split in LABELLED_SPLITS:
-            missing = layout.masks[split] / f"{p.stem}.png"
-            problems.append((str(p.image), f"image without a mask (no {missing})"))
-            bad.add(p.stem)
-    start = time.perf_counter()
-    for chunk in parallel_map(_check_chunk, pairs, workers, pool):
-        for stem, found in chunk:
-            problems += found
-            if found:
-                bad.add(stem)
-    seconds = time.perf_counter() - start
-    summary = {
-        "images": sum(p.image is not None for p in pairs),
-        "masks": sum(p.mask is not None for p in pairs),
-        "bad": len(bad),
-        "seconds": seconds,
-        "pairs_per_s": len(pairs) / seconds if seconds > 0 else 0.0,
-    }
-    return summary, sorted(problems)
 
 
 # ---------------------------------------------------------------- dataset and loader
@@ -408,7 +149,7 @@ class SegDataset(Dataset):
         pair = self.pairs[index]
         image, mask = read_image(pair.image), read_mask(pair.mask)
         if image.shape[1:] != mask.shape:
-            raise BddsegError(_size_problem(mask.shape, image.shape[1:]), pair.mask)
+            raise BddsegError(size_problem(mask.shape, image.shape[1:]), pair.mask)
         if self.unknown == "class":
             raw = mask.numpy()  # numpy: single-threaded, see decode_mask
             raw[raw == IGNORE_VALUE] = UNKNOWN_ID
@@ -420,7 +161,7 @@ class SegDataset(Dataset):
         except BddsegError as e:
             if self.on_bad_sample == "error":
                 raise
-            log.warning("skipping a bad sample: %s", e)
+            warn(f"skipping a bad sample: {e}")
             return None
         if self.transform is not None:
             image, mask = tv_tensors.Image(image), tv_tensors.Mask(mask)
@@ -459,7 +200,7 @@ def build_dataset(
         hint = "; run `bddseg data check`, or set data.on_bad_sample: skip"
         raise BddsegError(what + more + hint, p.mask if p.image is None else p.image)
     if unpaired:
-        log.warning("leaving out %d unpaired file(s) in the %s split", len(unpaired), split)
+        warn(f"leaving out {len(unpaired)} unpaired file(s) in the {split} split")
     pairs = [p for p in pairs if p.image is not None and p.mask is not None]
     limits = {
         normalize_split(cfg.train_split): cfg.max_train_images,

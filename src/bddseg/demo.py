@@ -166,7 +166,7 @@ def run_demo(
     experiments side by side. Re-running reuses the dataset and resumes or skips finished
     trainings.
     """
-    from bddseg.data import check_dataset
+    from bddseg.check import check_dataset
     from bddseg.plots import plot_class_stats
     from bddseg.report import write_report
     from bddseg.stats import compute_stats

@@ -2,11 +2,13 @@
 
 Everything that reads user files raises :class:`BddsegError`; the CLI prints it as a
 single line ``error: PATH: PROBLEM`` and exits with code 2. Kept in its own tiny module
-so that every stage can import it without import cycles.
+so that every stage can import it without import cycles. :func:`warn` is the one channel for
+user-facing warnings (problems a command goes on after): ``warning: ...`` on stderr.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -30,3 +32,12 @@ def first_line(e: BaseException, limit: int = 200) -> str:
     third-party exception inside a one-line :class:`BddsegError`."""
     lines = str(e).strip().splitlines()
     return f"{e.__class__.__name__}: {lines[0][:limit]}" if lines else e.__class__.__name__
+
+
+def warn(message: str) -> None:
+    """Print ``warning: MESSAGE`` as one line on stderr: the one channel for user-facing
+    warnings (a problem the run goes on after: a skipped input, a missing prediction, a plot
+    that could not be drawn). ``sys.stderr`` is looked up at each call, so a live rich
+    progress bar, which redirects it, keeps the line above the bar."""
+    text = " ".join(message.split("\n"))
+    print(f"warning: {text}", file=sys.stderr, flush=True)

@@ -23,11 +23,7 @@ import csv
 import importlib
 import io
 import json
-import sys
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +31,11 @@ import numpy as np
 from PIL import Image
 
 from bddseg import metrics
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_path, atomic_write_text
-from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE
+from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
 from bddseg.masks import read_mask
+from bddseg.parallel import parallel_map
 
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",
@@ -50,7 +47,9 @@ PER_CLASS_COLUMNS = (
 class Tally:
     """What an evaluation accumulates: the pixel matrix and one small row per image."""
 
-    cm: np.ndarray = field(default_factory=lambda: np.zeros((20, 20), dtype=np.int64))
+    cm: np.ndarray = field(
+        default_factory=lambda: np.zeros((NUM_CLASSES_20, NUM_CLASSES_20), dtype=np.int64)
+    )
     stems: list[str] = field(default_factory=list)
     true_presence: list[np.ndarray] = field(default_factory=list)
     pred_presence: list[np.ndarray] = field(default_factory=list)
@@ -76,7 +75,7 @@ class Tally:
 
     def presence(self) -> tuple[np.ndarray, np.ndarray]:
         """``bool (N, 20)`` truth and prediction presence."""
-        empty = np.zeros((0, 20), dtype=bool)
+        empty = np.zeros((0, NUM_CLASSES_20), dtype=bool)
         t = np.stack(self.true_presence) if self.true_presence else empty
         p = np.stack(self.pred_presence) if self.pred_presence else empty
         return t, p
@@ -147,10 +146,6 @@ def write_outputs(
     return result
 
 
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 # ---------------------------------------------------------------- folders of masks
 def _score_chunk(chunk: list[tuple[str, str, str | None]], min_pixels: int) -> Tally:
     """Score ``(stem, gt_path, pred_path | None)`` pairs; runs in a worker process."""
@@ -181,29 +176,6 @@ def _pngs(folder: Path, what: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix == ".png" and p.is_file()}
 
 
-def _chunks(items: list, workers: int) -> list[list]:
-    """About four chunks per worker: balanced load, few round trips."""
-    n = max(1, min(len(items), workers * 4))
-    size = -(-len(items) // n)
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _map_chunks(
-    chunks: list[list], min_pixels: int, workers: int, meanwhile: Callable[[], Any] = lambda: None
-) -> list[Tally]:
-    """Score the chunks in ``workers`` processes; ``meanwhile`` runs here as they work."""
-    if workers <= 1 or len(chunks) <= 1:
-        meanwhile()
-        return [_score_chunk(c, min_pixels) for c in chunks]
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
-    try:
-        results = pool.map(_score_chunk, chunks, repeat(min_pixels))  # submitted: workers started
-        meanwhile()
-        return list(results)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on an error, don't finish the rest
-
-
 def evaluate_folders(
     pred_dir: str | Path,
     gt_dir: str | Path,
@@ -222,7 +194,8 @@ def evaluate_folders(
     Args:
         pred_dir, gt_dir: folders holding ``STEM.png`` files (not searched recursively).
         out_dir: where the outputs go (see the module doc).
-        workers: processes decoding and counting in parallel (each takes a chunk of pairs).
+        workers: processes decoding and counting in parallel (each takes a chunk of pairs;
+            few pairs are scored inline, see :func:`bddseg.parallel.parallel_map`).
         min_pixels: image-level presence threshold.
         plots: also write the plots (matplotlib: about 2 s, more than scoring 500 pairs).
 
@@ -245,15 +218,15 @@ def evaluate_folders(
     missing = [s for s, _, p in items if p is None]
     if missing:
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        _warn(f"{len(missing)} of {len(items)} ground-truth masks have no prediction in "
+        warn(f"{len(missing)} of {len(items)} ground-truth masks have no prediction in "
               f"{pred_dir} ({shown}); counted as all misses")  # fmt: skip
     extra = len(set(preds) - set(gts))
     if extra:
-        _warn(f"{extra} prediction(s) in {pred_dir} have no ground truth; ignored")
+        warn(f"{extra} prediction(s) in {pred_dir} have no ground truth; ignored")
     tally = Tally()
     # matplotlib's import (0.4 s) here, in the otherwise idle parent, while the workers score
-    preload = (lambda: importlib.import_module("bddseg.plots")) if plots else (lambda: None)
-    for part in _map_chunks(_chunks(items, workers), min_pixels, workers, preload):
+    preload = (lambda: importlib.import_module("bddseg.plots")) if plots else None
+    for part in parallel_map(_score_chunk, items, workers, min_pixels, meanwhile=preload):
         tally.merge(part)
     extra = {"missing_predictions": missing}
     return write_outputs(out_dir, tally, extra, plots=plots, workers=workers)
@@ -300,7 +273,7 @@ def evaluate_checkpoint(
     The model sees what :func:`bddseg.data.build_dataset` gives for evaluation (the
     checkpoint's data config: ``unknown`` mode, ``base_size``); its scores are resized to the
     raw mask's size when they differ. Classes come from the scores by
-    :func:`bddseg.predict.to_class_map`, the rule ``bddseg predict`` and training's validation
+    :func:`bddseg.predictor.to_class_map`, the rule ``bddseg predict`` and training's validation
     use (a 20-class model's best real class; with ``keep_unknown`` the argmax over all 20, 255
     where ``unknown`` wins), and are scored against the raw mask (0..18/255). The saved masks
     are exactly what ``bddseg predict`` writes. The per-pixel counting (one ``bincount`` per image) runs on ``device``;
@@ -313,7 +286,7 @@ def evaluate_checkpoint(
             :func:`bddseg.model.resolve_precision`), ``32-true`` or ``bf16-mixed``.
         keep_unknown: a 20-class model's ``unknown`` wins where it is the argmax (the original
             project's 20-class view; a miss in the official one), see
-            :func:`bddseg.predict.to_class_map`.
+            :func:`bddseg.predictor.to_class_map`.
         workers: data-loading processes (0 or 1: in this process).
         save_pred: also write ``out_dir/pred/STEM.png`` (class ids, as ``bddseg predict``).
         plots: also write the plots.
@@ -325,11 +298,10 @@ def evaluate_checkpoint(
     import dataclasses
 
     import torch
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bddseg import data
-    from bddseg.predict import Predictor
+    from bddseg.predictor import Predictor
+    from bddseg.progress import progress_bar
 
     if min_pixels < 1:
         raise BddsegError(f"min_pixels must be at least 1, got {min_pixels}")
@@ -357,8 +329,7 @@ def evaluate_checkpoint(
     out, n, tally = Path(out_dir), len(dataset), Tally()
     if n == 0:
         raise BddsegError(f"no image/mask pairs in the {split} split", data_root)
-    columns = (TextColumn("evaluate"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    bar = Progress(*columns, console=Console(stderr=True), disable=not progress)
+    bar = progress_bar("evaluate", enabled=progress)
     with bar, torch.inference_mode():
         task = bar.add_task("evaluate", total=n)
         for batch in loader:

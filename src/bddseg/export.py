@@ -3,7 +3,7 @@ that runs the file is :class:`bddseg.onnx_runtime.OnnxForward`).
 
 The graph maps ``images``, float32 ``(N, 3, H, W)`` ImageNet-normalised RGB with H and W
 multiples of 32, to ``logits``, float32 ``(N, C, H, W)``. Normalisation, padding, TTA and the
-mapping to train ids stay outside the graph, in :mod:`bddseg.predict`, shared by both runtimes.
+mapping to train ids stay outside the graph, in :mod:`bddseg.predictor`, shared by both runtimes.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def check_parity(
         ``argmax_agreement`` (fraction of pixels whose argmax over all classes is equal),
         ``pixels`` and ``images``.
     """
-    from bddseg.predict import Predictor
+    from bddseg.predictor import Predictor
 
     torch_p = Predictor.from_checkpoint(checkpoint, device, precision="32-true")  # as exported
     onnx_p = Predictor.from_onnx(onnx_path, device)

@@ -1,4 +1,5 @@
-"""Atomic writes: every output goes to a temporary name in the same folder and is renamed.
+"""Atomic writes: every output goes to a temporary name in the same folder and is renamed;
+and :func:`read_json`, the one JSON file reader.
 
 A crash, a full disk or a write error leaves either the old file or none under the final
 name, never a half-written one. Write errors become :class:`BddsegError` with the path.
@@ -9,12 +10,13 @@ The file gets the permissions a plain ``open(path, "w")`` would give it (0644 un
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, first_line
 
 
 @contextlib.contextmanager
@@ -69,3 +71,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def read_json(path: str | Path, what: str = "JSON file"):
+    """The parsed content of the JSON file ``path``; a missing, unreadable or invalid file
+    raises :class:`BddsegError` naming ``what`` (e.g. ``"metrics"``) and the path."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BddsegError(f"cannot read {what} ({e.strerror or e})", p) from None
+    except UnicodeDecodeError as e:
+        raise BddsegError(f"cannot read {what} ({first_line(e)})", p) from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise BddsegError(f"cannot read {what}: not valid JSON ({first_line(e)})", p) from None

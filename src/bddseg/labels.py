@@ -10,6 +10,7 @@ from __future__ import annotations
 IGNORE_VALUE = 255  # raw mask value for unlabeled pixels (ego vehicle, bridge, ...)
 UNKNOWN_ID = 19  # the original project's remap of 255 (``unknown: class``)
 NUM_CLASSES = 19  # the official, evaluated classes
+NUM_CLASSES_20 = NUM_CLASSES + 1  # with unknown: a 20-class model, the confusion matrix's bins
 
 CLASS_NAMES: tuple[str, ...] = (
     "road",
@@ -63,13 +64,6 @@ def class_names(num_classes: int) -> tuple[str, ...]:
     """Names for a 19-class (official) or 20-class (with ``unknown``) model."""
     if num_classes == NUM_CLASSES:
         return CLASS_NAMES
-    if num_classes == NUM_CLASSES + 1:
+    if num_classes == NUM_CLASSES_20:
         return CLASS_NAMES_20
     raise ValueError(f"num_classes must be 19 or 20, got {num_classes}")
-
-
-def palette_256() -> list[tuple[int, int, int]]:
-    """A 256-entry lookup table: train ids 0..18 to their colors, 19 and 255 to black."""
-    lut = [IGNORE_COLOR] * 256
-    lut[: len(PALETTE)] = PALETTE
-    return lut

@@ -24,6 +24,7 @@ from torch import nn
 
 from bddseg.config import LossConfig
 from bddseg.errors import BddsegError
+from bddseg.labels import IGNORE_VALUE
 
 
 def _nll(logits: torch.Tensor, target: torch.Tensor, ignore_index: int):
@@ -51,7 +52,7 @@ def cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_VALUE,
 ) -> torch.Tensor:
     """Cross-entropy ``-log p_y``, weighted mean over valid pixels (equals ``F.cross_entropy``)."""
     nll, valid = _nll(logits, target, ignore_index)
@@ -63,7 +64,7 @@ def focal_loss(
     target: torch.Tensor,
     gamma: float = 2.0,
     weight: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_VALUE,
 ) -> torch.Tensor:
     """Softmax focal loss ``FL = -alpha_y (1 - p_y)^gamma log p_y`` (Lin et al., 2017).
 
@@ -88,7 +89,7 @@ def focal_loss(
 def dice_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_VALUE,
     eps: float = 1e-7,
 ) -> torch.Tensor:
     """Soft multiclass Dice: ``1 - mean_c 2 |P_c . G_c| / (|P_c| + |G_c|)``.
@@ -115,7 +116,7 @@ def ce_dice_loss(
     logits: torch.Tensor,
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_VALUE,
 ) -> torch.Tensor:
     """``cross_entropy + dice_loss`` with equal weights (class weights apply to the CE term)."""
     return cross_entropy(logits, target, weight, ignore_index) + dice_loss(
@@ -129,7 +130,7 @@ def ohem_cross_entropy(
     thresh: float = 0.7,
     min_kept: int = 100_000,
     weight: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_VALUE,
 ) -> torch.Tensor:
     """Online hard example mining cross-entropy (Shrivastava et al.; as in PSPNet/mmseg).
 
@@ -190,7 +191,7 @@ def build_loss(
     cfg: LossConfig,
     num_classes: int,
     class_weights: torch.Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_VALUE,
 ) -> nn.Module:
     """The loss named by ``cfg.name``: a module ``(logits (N,C,H,W), target (N,H,W)) -> scalar``.
 

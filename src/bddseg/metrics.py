@@ -39,10 +39,16 @@ from typing import Any
 import numpy as np
 
 from bddseg.errors import BddsegError
-from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, UNKNOWN_ID
+from bddseg.labels import (
+    CLASS_NAMES,
+    CLASS_NAMES_20,
+    IGNORE_VALUE,
+    NUM_CLASSES,
+    NUM_CLASSES_20,
+    UNKNOWN_ID,
+)
 from bddseg.masks import format_values
 
-NUM_BINS = NUM_CLASSES + 1  # 19 classes + unknown/ignore
 AVERAGES = ("micro", "macro", "weighted", "samples")
 
 
@@ -131,9 +137,9 @@ def fold_histogram(hist: Any, strict_pred: bool = True) -> Any:
         values = format_values((bad_t + NUM_CLASSES).tolist())
         raise BddsegError(f"ground truth has invalid values {values} (valid: 0..18 and 255)")
     if strict_pred:
-        bad_p = np.flatnonzero(to_numpy(hist[:, NUM_BINS:IGNORE_VALUE].sum(0)))
+        bad_p = np.flatnonzero(to_numpy(hist[:, NUM_CLASSES_20:IGNORE_VALUE].sum(0)))
         if bad_p.size:
-            values = format_values((bad_p + NUM_BINS).tolist())
+            values = format_values((bad_p + NUM_CLASSES_20).tolist())
             raise BddsegError(f"prediction has invalid values {values} (valid: 0..19 and 255)")
     cat = _cat(hist)
     rows = cat((hist[:NUM_CLASSES], hist[IGNORE_VALUE:]), 0)  # (20, 256)
@@ -162,13 +168,13 @@ def confusion_matrix(pred: Any, target: Any, strict_pred: bool = True) -> Any:
     return fold_histogram(value_histogram(pred, target), strict_pred=strict_pred)
 
 
-def image_presence(mask: Any, num_classes: int = NUM_BINS, min_pixels: int = 1) -> np.ndarray:
+def image_presence(mask: Any, num_classes: int = NUM_CLASSES_20, min_pixels: int = 1) -> np.ndarray:
     """``bool (num_classes,)``: classes covering at least ``min_pixels`` pixels of ``mask``.
 
     ``mask`` holds ids 0..19 or 255 (255 counts as 19, ``unknown``); ``num_classes`` is 20 or
     19 (then ``unknown`` is left out).
     """
-    if num_classes not in (NUM_CLASSES, NUM_BINS):
+    if num_classes not in (NUM_CLASSES, NUM_CLASSES_20):
         raise ValueError(f"num_classes must be 19 or 20, got {num_classes}")
     if min_pixels < 1:
         raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
@@ -179,7 +185,7 @@ def image_presence(mask: Any, num_classes: int = NUM_BINS, min_pixels: int = 1) 
         counts = to_numpy(torch.bincount(mask.reshape(-1).to(torch.int64), minlength=256))
     else:
         counts = np.bincount(np.asarray(mask).reshape(-1).astype(np.int64), minlength=256)
-    if counts[NUM_BINS:IGNORE_VALUE].any():
+    if counts[NUM_CLASSES_20:IGNORE_VALUE].any():
         raise BddsegError("mask has values other than 0..19 and 255")
     counts = np.concatenate([counts[:UNKNOWN_ID], [counts[UNKNOWN_ID] + counts[IGNORE_VALUE]]])
     return (counts >= min_pixels)[:num_classes]
@@ -220,8 +226,10 @@ def _nanmean(values: np.ndarray) -> float | None:
 
 def _as_cm(cm: Any) -> np.ndarray:
     c = to_numpy(cm).astype(np.int64, copy=False)
-    if c.shape != (NUM_BINS, NUM_BINS):
-        raise ValueError(f"confusion matrix must be {NUM_BINS}x{NUM_BINS}, got {c.shape}")
+    if c.shape != (NUM_CLASSES_20, NUM_CLASSES_20):
+        raise ValueError(
+            f"confusion matrix must be {NUM_CLASSES_20}x{NUM_CLASSES_20}, got {c.shape}"
+        )
     return c
 
 
@@ -287,8 +295,8 @@ def with_unknown_metrics(cm: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- image-level view
 def _presence_pair(true_presence: Any, pred_presence: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = to_numpy(true_presence).astype(bool).reshape(-1, NUM_BINS)
-    p = to_numpy(pred_presence).astype(bool).reshape(-1, NUM_BINS)
+    t = to_numpy(true_presence).astype(bool).reshape(-1, NUM_CLASSES_20)
+    p = to_numpy(pred_presence).astype(bool).reshape(-1, NUM_CLASSES_20)
     if t.shape != p.shape:
         raise ValueError(f"presence shapes differ: {t.shape} vs {p.shape}")
     return t, p
@@ -322,7 +330,7 @@ def image_level_metrics(true_presence: Any, pred_presence: Any) -> dict[str, Any
     def avg(pr: float, rc: float, f: float) -> dict[str, Any]:
         return {"precision": float(pr), "recall": float(rc), "f1": float(f), "support": support}
 
-    w = n_true / support if support else np.zeros(NUM_BINS)
+    w = n_true / support if support else np.zeros(NUM_CLASSES_20)
     st, sp, stp = t.sum(1), p.sum(1), (t & p).sum(1)
     mi_p = _zero_nan(_div(tp.sum(), n_pred.sum()))
     mi_r = _zero_nan(_div(tp.sum(), n_true.sum()))
@@ -361,7 +369,7 @@ def image_level_matrix(true_presence: Any, pred_presence: Any) -> np.ndarray:
     t, p = _presence_pair(true_presence, pred_presence)
     missed = (t & ~p).astype(np.int64)
     m = missed.T @ p.astype(np.int64)  # its diagonal is 0: a missed class is not predicted
-    m[np.diag_indices(NUM_BINS)] = p.sum(0)
+    m[np.diag_indices(NUM_CLASSES_20)] = p.sum(0)
     return m
 
 
@@ -381,7 +389,6 @@ def to_contract(cm: Any, true_presence: Any, pred_presence: Any) -> dict[str, An
 
 __all__ = [
     "AVERAGES",
-    "NUM_BINS",
     "confusion_matrix",
     "fold_histogram",
     "image_level_matrix",

@@ -144,7 +144,7 @@ def model_forward(
     device: str | torch.device | None = None,
     channels_last: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``model`` as the forward every route runs (:class:`bddseg.predict.Predictor` for
+    """``model`` as the forward every route runs (:class:`bddseg.predictor.Predictor` for
     predict, evaluate and training's validation; ``bddseg bench``): normalised images
     ``(N, 3, H, W)`` of any size -> float32 logits ``(N, C, H, W)``, padded to a multiple of
     32 and cropped back, under ``precision``'s autocast (:func:`resolve_precision`), without

@@ -2,7 +2,7 @@
 from normalised images to logits.
 
 Written by :func:`bddseg.export.export_onnx`; normalisation, TTA and the mapping to train ids
-stay in :mod:`bddseg.predict`, shared with the PyTorch runtime.
+stay in :mod:`bddseg.predictor`, shared with the PyTorch runtime.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
-from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, PALETTE, UNKNOWN_ID
+from bddseg.labels import CLASS_NAMES_20, PALETTE
 
 # A light, seaborn-like look that sits well on the report's white cards.
 STYLE = {
@@ -489,46 +489,7 @@ def write_eval_plots(
         return [f.result() for f in [pool.submit(draw, *args) for draw, args in jobs]]
 
 
-# ---------------------------------------------------------------- overlays and sample grids
-def _lut() -> np.ndarray:
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(PALETTE)] = PALETTE
-    return lut
-
-
-def overlay(
-    image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, unknown: str = "transparent"
-) -> np.ndarray:
-    """Blend the palette colors of ``mask`` over ``image``.
-
-    Args:
-        image: uint8 (H, W, 3) RGB.
-        mask: (H, W) class ids 0..18; 19 (unknown) and 255 (unlabelled) are left as the image
-            (``unknown="transparent"``) or drawn black (``unknown="black"``).
-        alpha: weight of the class color.
-
-    Returns:
-        uint8 (H, W, 3).
-    """
-    if unknown not in ("transparent", "black"):
-        raise ValueError(f"unknown must be 'transparent' or 'black', got {unknown!r}")
-    image, mask = np.asarray(image, dtype=np.uint8), np.asarray(mask)
-    if image.shape[:2] != mask.shape:
-        raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    labelled = mask < len(PALETTE)
-    if unknown == "black":
-        labelled |= (mask == UNKNOWN_ID) | (mask == IGNORE_VALUE)
-    color = _lut()[mask.astype(np.uint8)].astype(np.float32)
-    out = image.astype(np.float32)
-    out[labelled] = (1 - alpha) * out[labelled] + alpha * color[labelled]
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
-
-
-def colorize(mask: np.ndarray) -> np.ndarray:
-    """Palette color map of a mask, uint8 (H, W, 3); 19 and 255 black."""
-    return _lut()[np.asarray(mask).astype(np.uint8)]
-
-
+# ---------------------------------------------------------------- sample grids
 @_styled
 def sample_grid_figure(
     tiles: Sequence[Sequence[np.ndarray | None]],

@@ -3,8 +3,8 @@
 A run directory holds ``config.yaml``, ``log.csv``, ``eval/val/`` (from ``bddseg evaluate``)
 and ``predictions/test/`` (from ``bddseg predict``). Everything found is drawn; a section whose
 inputs are missing says "not available" and why. Figures are embedded as base64 data URIs, and
-the page loads nothing from anywhere else. The plots live in :mod:`bddseg.plots` and are
-re-exported here, so ``bddseg.report`` stays the one entry point for pictures.
+the page loads nothing from anywhere else. The figures come from :mod:`bddseg.plots`, the
+overlays from :mod:`bddseg.colors`; this module reads the runs and lays them out.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import csv
 import datetime
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,13 @@ import numpy as np
 from PIL import Image
 
 from bddseg._version import __version__
+from bddseg.colors import overlay
 from bddseg.config import load_yaml
-from bddseg.data import IMAGE_SUFFIXES, list_pairs, read_image
+from bddseg.data import read_image
 from bddseg.errors import BddsegError
-from bddseg.files import atomic_write_text
-from bddseg.labels import CLASS_NAMES_20, PALETTE
+from bddseg.files import atomic_write_text, read_json
+from bddseg.labels import CLASS_NAMES_20, NUM_CLASSES_20, PALETTE
+from bddseg.layout import IMAGE_SUFFIXES, list_pairs
 from bddseg.masks import read_mask
 from bddseg.plots import (
     confusion_figure,
@@ -36,7 +37,6 @@ from bddseg.plots import (
     iou_share_figure,
     loss_figure,
     loss_multi_figure,
-    overlay,
     read_log,
     sample_grid_figure,
 )
@@ -77,10 +77,6 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def load_run(run_dir: str | Path) -> Run:
     """Read a run directory. Only ``config.yaml`` is required; a missing or unreadable
     optional file is recorded in ``Run.missing`` and its sections show "not available".
@@ -97,8 +93,8 @@ def load_run(run_dir: str | Path) -> Run:
     ev = run.eval_dir
     optional = {
         "log": (run_dir / "log.csv", read_log),
-        "metrics": (ev / "metrics.json", _read_json),
-        "confusion": (ev / "confusion.json", _read_json),
+        "metrics": (ev / "metrics.json", lambda p: read_json(p, "metrics")),
+        "confusion": (ev / "confusion.json", lambda p: read_json(p, "confusion matrix")),
         "per_image": (ev / "per_image.csv", _read_csv),
     }
     for key, (path, reader) in optional.items():
@@ -107,7 +103,9 @@ def load_run(run_dir: str | Path) -> Run:
             continue
         try:
             setattr(run, key, reader(path))
-        except (BddsegError, OSError, ValueError, csv.Error) as e:  # a broken file: say so, go on
+        except BddsegError as e:  # a broken file: say so, go on
+            run.missing[key] = str(e)
+        except (OSError, ValueError, csv.Error) as e:
             run.missing[key] = f"{path}: cannot read ({e})"
     return run
 
@@ -398,10 +396,8 @@ def _comparison_summary(runs: list[Run], wins: dict[str, int]) -> str:
     if len(runs) > 2:
         return text + "; classes won: " + ", ".join(f"{n} {k}" for n, k in wins.items()) + "."
     other = next(n for n in wins if n != top.name)
-    rest = 20 - sum(wins.values())
-    text += (
-        f" and has the higher IoU on {wins[top.name]} of 20 classes; {other} wins on {wins[other]}"
-    )
+    rest = NUM_CLASSES_20 - sum(wins.values())
+    text += f" and has the higher IoU on {wins[top.name]} of {NUM_CLASSES_20} classes; {other} wins on {wins[other]}"
     return text + (f", {rest} tied or undefined." if rest else ".")
 
 

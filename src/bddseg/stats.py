@@ -1,7 +1,8 @@
 """Per-class statistics of a split and class weights for the loss, cached by a fingerprint.
 
 Counts cover the 19 train ids and ``unknown`` (raw 255), in :data:`CLASS_NAMES_20` order.
-Weight formulas are in :func:`compute_stats`.
+Weight formulas are in :func:`compute_stats`. The cache lives in the folder given to
+:func:`compute_stats` as ``cache_dir``; by default :func:`default_cache_dir`.
 """
 
 from __future__ import annotations
@@ -16,18 +17,21 @@ from typing import Any
 
 import torch
 
-from bddseg.data import Pair, decode_mask, list_pairs, normalize_split, parallel_map
+from bddseg.data import decode_mask, init_decode_worker
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
-from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES
+from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20
+from bddseg.layout import Pair, list_pairs, normalize_split
+from bddseg.parallel import parallel_map
 
 METHODS = ("inverse", "median", "effective")
 CACHE_VERSION = 1
 _VALUES = list(range(NUM_CLASSES)) + [IGNORE_VALUE]  # raw values in CLASS_NAMES_20 order
 
 
-def cache_dir() -> Path:
-    """``$BDDSEG_CACHE``, else ``~/.cache/bddseg`` (the dataset root may be read-only)."""
+def default_cache_dir() -> Path:
+    """Where :func:`compute_stats` caches by default: ``$BDDSEG_CACHE``, else
+    ``~/.cache/bddseg`` (not the dataset root: it may be read-only)."""
     env = os.environ.get("BDDSEG_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "bddseg"
 
@@ -69,7 +73,7 @@ def image_presence(
     masks = [p.mask for p in pairs[:max_images]]
     if not masks:
         raise BddsegError(f"no image/mask pairs in the {split} split", root)
-    return torch.cat(list(parallel_map(_presence_chunk, masks, workers)))
+    return torch.cat(parallel_map(_presence_chunk, masks, workers, initializer=init_decode_worker))
 
 
 def _normalise(w: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -110,6 +114,7 @@ def compute_stats(
     cache: bool = True,
     beta: float | None = None,
     max_images: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Per-class pixel share, image counts and three kinds of class weights for a split.
 
@@ -135,7 +140,11 @@ def compute_stats(
     it stays absent (no target pixels), and 0 would silently drop its pixels from the loss if
     it appears in data the statistics did not see (a ``max_images`` subset, another split).
 
-    The result is cached in :func:`cache_dir` under :func:`stats_fingerprint`.
+    With ``cache`` (the default) the result is kept in ``cache_dir`` (None:
+    :func:`default_cache_dir`, i.e. ``$BDDSEG_CACHE`` or ``~/.cache/bddseg``) as
+    ``stats-SPLIT-FINGERPRINT.json`` (see :func:`stats_fingerprint`), and read back from there
+    while the masks and settings are unchanged. An unwritable cache folder only costs a
+    recount next time.
 
     Returns:
         ``{"pixel_share": {name: percent}, "image_count": {name: int}, "weights": {"inverse":
@@ -155,11 +164,13 @@ def compute_stats(
     cache_file = None
     if cache:
         fingerprint = stats_fingerprint(masks, beta)
-        cache_file = cache_dir() / f"stats-{split}-{fingerprint[:24]}.json"
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache_file = folder / f"stats-{split}-{fingerprint[:24]}.json"
         cached = _read_cache(cache_file, fingerprint)
         if cached is not None:
             return cached
-    counts = sum(parallel_map(_count_chunk, masks, workers)).to(torch.float64)
+    parts = parallel_map(_count_chunk, masks, workers, initializer=init_decode_worker)
+    counts = sum(parts).to(torch.float64)
     pixels, images, image_pixels = counts
     weights = weights_from_counts(pixels, image_pixels, beta)
     names = CLASS_NAMES_20
@@ -200,7 +211,7 @@ def class_weights(stats: dict[str, Any], method: str, unknown: str = "class") ->
     """
     if unknown not in ("class", "ignore"):
         raise BddsegError(f"unknown must be 'class' or 'ignore', got {unknown!r}")
-    k = NUM_CLASSES + 1 if unknown == "class" else NUM_CLASSES
+    k = NUM_CLASSES_20 if unknown == "class" else NUM_CLASSES
     if method == "none":
         return torch.ones(k)
     if method not in METHODS:

@@ -22,15 +22,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from bddseg.colors import PALETTE_LUT
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
-from bddseg.labels import IGNORE_VALUE, palette_256
+from bddseg.labels import IGNORE_VALUE
 
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY = range(11)
 PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTO, BIKE = range(11, 19)
 VOID = IGNORE_VALUE  # ego vehicle, overpass, rail bed: unlabelled in BDD100K
 SPLITS = ("train", "val", "test")
-_PALETTE = [c for rgb in palette_256() for c in rgb]  # flat, for PIL's putpalette
+_PALETTE = PALETTE_LUT.ravel().tolist()  # flat, for PIL's putpalette
 Z_FAR = 500.0  # ground polygons end here; beyond it everything is under a pixel
 
 # Colour families, before lighting. Each object picks one and varies it.

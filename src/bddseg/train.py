@@ -39,10 +39,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bddseg.config import Config, OptimConfig, save_yaml, to_dict
+from bddseg.config import Config, OptimConfig, RunConfig, save_yaml, to_dict
 from bddseg.data import normalize_image
-from bddseg.errors import BddsegError
-from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
+from bddseg.errors import BddsegError, first_line, warn
+from bddseg.labels import IGNORE_VALUE, NUM_CLASSES_20, UNKNOWN_ID
 from bddseg.losses import build_loss
 from bddseg.metrics import confusion_matrix, official_metrics
 from bddseg.model import (
@@ -59,9 +59,6 @@ from bddseg.model import (
 from bddseg.sampling import seed_everything, step_seed, train_loader
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
 from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer
-
-IGNORE_INDEX = 255
-TRACE_ENV = "BDDSEG_TRACE_SAMPLES"  # test hook: each rank lists the samples it trained on
 
 
 @dataclass(frozen=True)
@@ -111,13 +108,18 @@ class Run:
     log: CsvLog | None = None
     tb: TensorBoard | None = None
     progress: Progress | None = None
+    trace_samples: bool = False  # each rank appends its samples to RUN/samples.rankN.txt
 
 
 # ---------------------------------------------------------------- the loop
-def train(cfg: Config) -> TrainResult:
+def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` into the run directory ``cfg.run.out``.
 
     With ``cfg.run.resume``, continues from ``RUN/last.pt`` (starts afresh if there is none).
+    ``trace_samples`` (``bddseg train --trace-samples``): each rank appends an ``epoch index``
+    line per sample it trains on to ``RUN/samples.rankN.txt`` (a check of the sampling: the
+    ranks' shares are disjoint, rare classes are drawn more often).
+    Sets the process-wide torch flags of ``cfg.run`` first (:func:`set_torch_flags`).
 
     Returns:
         The run directory, the best val mIoU (official definition: mean over the classes
@@ -128,6 +130,7 @@ def train(cfg: Config) -> TrainResult:
             NaN / infinite loss (the message gives the step and what to try).
         KeyboardInterrupt: after Ctrl-C (or SIGTERM), once ``last.pt`` is saved.
     """
+    set_torch_flags(cfg.run)
     fabric = setup_fabric(cfg)
     fabric.launch()  # with devices > 1 outside torchrun, this starts the other processes
     run_dir = Path(cfg.run.out)
@@ -147,7 +150,7 @@ def train(cfg: Config) -> TrainResult:
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
     train_data, val_loader = build_data(cfg, fabric)
-    loss_fn = build_loss(cfg.loss, cfg.num_classes, load_class_weights(cfg, fabric), IGNORE_INDEX)
+    loss_fn = build_loss(cfg.loss, cfg.num_classes, load_class_weights(cfg, fabric), IGNORE_VALUE)
     steps_per_epoch, local_batch = epoch_size(len(train_data), cfg, fabric.world_size)
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     state = State()
@@ -160,7 +163,7 @@ def train(cfg: Config) -> TrainResult:
     run = Run(
         cfg, fabric, model, raw, optimizer, loss_fn.to(fabric.device), train_data, val_loader,
         run_dir, total, steps_per_epoch, local_batch, StopFlag(), timer,
-        build_ema(raw, cfg, ckpt), rare_class_sampling(cfg, fabric),
+        build_ema(raw, cfg, ckpt), rare_class_sampling(cfg, fabric), trace_samples=trace_samples,
     )  # fmt: skip
     if fabric.global_rank == 0:
         resume_step = state.step if ckpt is not None else None
@@ -189,7 +192,7 @@ def train_one_epoch(run: Run, state: State) -> None:
             run.train_data, run.local_batch, fabric.world_size, fabric.global_rank,
             run.steps_per_epoch * micro, cfg.run.seed, epoch, start * micro,
             cfg.data.workers, pin_memory=fabric.device.type == "cuda",
-            trace=run.run_dir / f"samples.rank{fabric.global_rank}.txt" if os.environ.get(TRACE_ENV) else None,
+            trace=run.run_dir / f"samples.rank{fabric.global_rank}.txt" if run.trace_samples else None,
             weights=run.sample_weights,
         )
     )  # fmt: skip
@@ -237,10 +240,10 @@ def evaluate(
     Where the masks are larger than the images (``full_masks``: the model saw a resized
     image), the logits are upsampled to the mask's size first (bilinear), as
     ``bddseg evaluate --checkpoint`` does, so both score the same pixels; classes come from
-    the logits by :func:`bddseg.predict.to_class_map` with its default (a 20-class model's best
+    the logits by :func:`bddseg.predictor.to_class_map` with its default (a 20-class model's best
     real class), the rule ``bddseg predict`` and ``evaluate --checkpoint`` apply.
     ``channels_last``: the images' memory format, the model's (``run.channels_last``).
-    The model runs through :class:`bddseg.predict.Predictor` at ``precision`` (the run's),
+    The model runs through :class:`bddseg.predictor.Predictor` at ``precision`` (the run's),
     exactly as ``bddseg evaluate --checkpoint`` and ``bddseg predict`` run it.
 
     Returns:
@@ -248,13 +251,13 @@ def evaluate(
         ``(20, 20)`` matrix (rows truth, 19 = unlabelled; columns prediction) the metrics come
         from: mIoU is the mean IoU over the classes 0..18 present in the truth.
     """
-    from bddseg.predict import Predictor, to_class_map
+    from bddseg.predictor import Predictor, to_class_map
 
     was_training = model.training
     model.eval()
     forward = model_forward(model, precision, fabric.device, channels_last)
     predictor = Predictor(forward, model_num_classes(model), device=fabric.device)
-    cm = torch.zeros(20, 20, dtype=torch.int64, device=fabric.device)
+    cm = torch.zeros(NUM_CLASSES_20, NUM_CLASSES_20, dtype=torch.int64, device=fabric.device)
     loss_total, images_total = 0.0, 0
     for images, masks, _ in loader:
         if images.shape[0] == 0:
@@ -363,22 +366,32 @@ def finish(run: Run, state: State) -> None:
     try:
         plot_loss_curves(run.run_dir / "log.csv", run.run_dir / "loss_curves.png")
     except Exception as e:  # a failed plot must not turn a finished training into an error
-        print(f"warning: could not draw loss_curves.png ({e.__class__.__name__}: {e})")
+        warn(f"could not draw loss_curves.png ({first_line(e)})")
 
 
 # ---------------------------------------------------------------- setup
-def setup_fabric(cfg: Config):
-    """A Fabric for ``cfg.run``: DDP when more than one process; ``precision: auto`` as
-    :func:`bddseg.model.resolve_precision` decides (bf16 on a GPU or a CPU with native bf16)."""
-    from lightning_fabric import Fabric
+def set_torch_flags(r: RunConfig) -> None:
+    """Set the process-wide torch flags a run asks for (they stay set after it).
 
-    r = cfg.run
-    many = (isinstance(r.devices, int) and r.devices > 1) or r.num_nodes > 1 or r.devices == -1
+    ``run.deterministic``: deterministic algorithms only (and the cuBLAS workspace setting
+    they need, unless ``CUBLAS_WORKSPACE_CONFIG`` is set already); otherwise, where CUDA is
+    available, cuDNN benchmarking (fixed crop sizes: cuDNN picks its kernels once).
+    """
     if r.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick kernels once
+        torch.backends.cudnn.benchmark = True
+
+
+def setup_fabric(cfg: Config):
+    """A Fabric for ``cfg.run``: DDP when more than one process; ``precision: auto`` as
+    :func:`bddseg.model.resolve_precision` decides (bf16 on a GPU or a CPU with native bf16).
+    Sets no global flags (see :func:`set_torch_flags`)."""
+    from lightning_fabric import Fabric
+
+    r = cfg.run
+    many = (isinstance(r.devices, int) and r.devices > 1) or r.num_nodes > 1 or r.devices == -1
     try:
         return Fabric(
             accelerator=r.accelerator,
@@ -525,7 +538,8 @@ def epoch_size(n: int, cfg: Config, world_size: int) -> tuple[int, int]:
 
 
 def load_class_weights(cfg: Config, fabric) -> torch.Tensor | None:
-    """Class weights from the train split's statistics (cached), printed on rank 0."""
+    """Class weights from the train split's statistics, printed on rank 0. The statistics
+    are cached in :func:`bddseg.stats.default_cache_dir` (``$BDDSEG_CACHE``)."""
     if cfg.loss.class_weights == "none":
         return None
     from bddseg.labels import CLASS_NAMES_20
@@ -553,7 +567,7 @@ def load_class_weights(cfg: Config, fabric) -> torch.Tensor | None:
 def to_device(run: Run, images: torch.Tensor, masks: torch.Tensor):
     if images.shape[0] == 0:  # every sample of this batch failed to load (on_bad_sample: skip)
         h, w = run.cfg.data.crop
-        images, masks = torch.zeros(1, 3, h, w), torch.full((1, h, w), IGNORE_INDEX)  # loss 0
+        images, masks = torch.zeros(1, 3, h, w), torch.full((1, h, w), IGNORE_VALUE)  # loss 0
     return batch_to_device(run.fabric, images, masks, run.cfg.run.channels_last)
 
 
@@ -640,4 +654,4 @@ def describe(run: Run) -> str:
     )
 
 
-__all__ = ["TrainResult", "evaluate", "train", "train_one_epoch"]
+__all__ = ["TrainResult", "evaluate", "set_torch_flags", "train", "train_one_epoch"]

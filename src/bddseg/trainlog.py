@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bddseg.files import atomic_write_text
+from bddseg.progress import progress_bar
 
 LOG_COLUMNS = (
     "step",
@@ -103,24 +104,15 @@ class TensorBoard:
 
 
 class Progress:
-    """A rich progress bar (loss, lr, images/s) on a terminal; plain lines otherwise."""
+    """The progress bar (:func:`bddseg.progress.progress_bar`, with loss, lr, images/s) when
+    stderr is a terminal; plain lines on stdout otherwise."""
 
     def __init__(self, total: int, start: int, enabled: bool = True):
         self.enabled = enabled
         self.live = enabled and sys.stderr.isatty()
         self.total = total
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
-            from rich.progress import Progress as RichProgress
-
-            self.bar = RichProgress(
-                TextColumn("train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                transient=False,
-            )
+            self.bar = progress_bar("train", eta=True, info=True)
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
 
