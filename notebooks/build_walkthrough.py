@@ -46,6 +46,7 @@ from bddseg.check import check_dataset
 from bddseg.colors import overlay
 from bddseg.config import load_config, override
 from bddseg.data import read_image, read_mask
+from bddseg.demo import demo_config
 from bddseg.evaluate import evaluate_checkpoint
 from bddseg.layout import find_layout, list_pairs
 from bddseg.model import build_model
@@ -54,7 +55,6 @@ from bddseg.predict import predict_inputs
 from bddseg.report import write_report
 from bddseg.stats import compute_stats
 from bddseg.synth import make_dataset
-from bddseg.demo import demo_config
 from bddseg.train import train
 
 DATA_ROOT = None  # e.g. "/data/bdd100k" (the folder given to `bddseg download`) for real data

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from bddseg.config import choices
 from bddseg.data import decode_mask, init_decode_worker
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
@@ -24,7 +25,8 @@ from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES
 from bddseg.layout import Pair, list_pairs, normalize_split
 from bddseg.parallel import parallel_map
 
-METHODS = ("inverse", "median", "effective")
+# the weighting methods: the config's choices for loss.class_weights, less "none"
+METHODS = tuple(m for m in choices("loss.class_weights") if m != "none")
 CACHE_VERSION = 1
 _VALUES = list(range(NUM_CLASSES)) + [IGNORE_VALUE]  # raw values in CLASS_NAMES_20 order
 
