@@ -4,6 +4,7 @@ how errors end (one ``error:`` line and exit 2; Ctrl-C: 130)."""
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,34 @@ def test_train_flags_override_the_yaml():
     assert cfg.run.precision == "bf16-mixed" and cfg.run.accelerator == "cuda"
     assert cfg.optim.lr == 0.01 and cfg.data.crop == (64, 96) and cfg.data.root == "d"
     assert cfg.optim.max_steps == load_config(args.config).optim.max_steps  # flag not given
+
+
+def test_set_overrides_the_yaml_and_flags_override_set():
+    from bddseg.cli import _train_config, build_parser
+
+    argv = ["train", "--config", str(REPO / "configs" / "demo_ce.yaml"), "--data", "d"]
+    argv += ["--set", "optim.lr=3e-4", "--set", "data.crop=[64, 128]", "--set", "model.arch=fpn"]
+    argv += ["--set", "optim.max_steps=null", "--set", "run.out='1e5'", "--encoder", "resnet18"]
+    cfg = _train_config(build_parser().parse_args(argv))
+    assert cfg.optim.lr == 3e-4 and cfg.data.crop == (64, 128) and cfg.optim.max_steps is None
+    assert (cfg.model.arch, cfg.model.encoder, cfg.run.out) == ("fpn", "resnet18", "1e5")
+    argv += ["--lr", "0.01", "--arch", "pspnet", "--set", "optim.lr=0.5"]
+    cfg = _train_config(build_parser().parse_args(argv))
+    assert cfg.optim.lr == 0.01 and cfg.model.arch == "pspnet"  # explicit flags win
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("optim.nope=1", "--set: unknown config key optim.nope \\(valid: name, lr,"),
+        ("lr=0.1", "--set 'lr=0.1': expected SECTION.KEY=VALUE"),
+        ("optim.lr=[1,", "--set optim.lr: cannot read '\\[1,'"),
+        ("model.arch=segformer2", "--set: model.arch: 'segformer2' is not one of 'unet'"),
+        ("optim.lr=fast", "--set: optim.lr: expected a number, got 'fast'"),
+    ],
+)
+def test_bad_set_is_one_line(item, message, capsys):
+    assert main(["train", "--data", "d", "--set", item]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert re.search(message, err), err

@@ -41,8 +41,8 @@ def test_encoder_weights_from_a_local_file(tmp_path):
 
 
 def test_unknown_architecture_and_encoder_are_named():
-    with pytest.raises(BddsegError, match="unknown architecture 'segformer' \\(valid: unet,"):
-        build_model(ModelConfig(arch="segformer", pretrained=False), 20)
+    with pytest.raises(BddsegError, match="unknown architecture 'bogusnet' \\(valid: unet,"):
+        build_model(ModelConfig(arch="bogusnet", pretrained=False), 20)  # type: ignore[arg-type]
     with pytest.raises(BddsegError, match="unknown encoder 'resnet9000'"):
         build_model(ModelConfig(encoder="resnet9000", pretrained=False), 20)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -118,6 +119,8 @@ def _train_overrides(args: argparse.Namespace) -> dict:
         "optim.max_steps": args.max_steps,
         "optim.batch_size": args.batch_size,
         "optim.lr": args.lr,
+        "model.arch": args.arch,
+        "model.encoder": args.encoder,
         "model.encoder_weights": args.encoder_weights,
         "run.out": args.out,
         "run.seed": args.seed,
@@ -135,19 +138,54 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     return o
 
 
-def _devices(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from bddseg.config import load_config
-    from bddseg.train import train
+def _set_value(text: str) -> tuple[str, object]:
+    """``--set section.key=VALUE``: the key and the value read as a YAML scalar or list
+    (``data.crop=[256,512]``, ``optim.max_steps=null``); ``3e-4``, which YAML 1.1 leaves a
+    string, is a number (quote it, ``'3e-4'``, for the string)."""
+    import yaml
+
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq or "." not in key:
+        raise BddsegError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        what = getattr(e, "problem", None) or "not YAML"
+        raise BddsegError(f"--set {key}: cannot read {raw!r} ({what})") from None
+    if isinstance(value, str) and _NUMBER.fullmatch(raw.strip()):
+        value = float(value)
+    return key, value
+
+
+def _train_config(args: argparse.Namespace):
+    """The training config: defaults (or a resumed run's config.yaml), the YAML file, then
+    each ``--set`` in order, then the explicit flags (which win over ``--set``)."""
+    from bddseg.config import from_dict, load_config
 
     saved = Path(args.out or "") / "config.yaml"
     base = None
     if args.resume and args.out and not args.config and saved.is_file():
         base = load_config(saved)  # `bddseg train --out RUN --resume` continues RUN as it was
-    cfg = load_config(args.config, overrides=_train_overrides(args), base=base)
+    cfg = load_config(args.config, base=base)
+    for item in args.set or []:
+        key, value = _set_value(item)
+        section, _, name = key.partition(".")
+        cfg = from_dict({section: {name: value}}, cfg, source="--set")
+    return load_config(None, overrides=_train_overrides(args), base=cfg)
+
+
+def _devices(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bddseg.train import train
+
+    cfg = _train_config(args)
     if not cfg.data.root:
         raise BddsegError("no dataset: give --data ROOT (or data.root in the config)")
     result = train(cfg, trace_samples=args.trace_samples)
@@ -319,10 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--what", default="images,labels", help="comma list of images,labels")
     dl.set_defaults(func=_cmd_download)
 
-    t = sub.add_parser("train", help="train a U-Net/ResNet34 (flags override the YAML config)")
+    t = sub.add_parser(
+        "train",
+        help="train a model, U-Net/ResNet34 by default (flags override --set, which overrides "
+        "the YAML config)",
+    )
     t.add_argument("--data", help="dataset root")
     t.add_argument("--out", help="run directory")
     t.add_argument("--config", help="YAML config (see configs/)")
+    t.add_argument("--arch", choices=choices("model.arch"), help="architecture (default: unet)")
+    t.add_argument("--encoder", help="smp encoder name or tu-TIMM_NAME (default: resnet34)")
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any config key, e.g. optim.lr=3e-4 or data.crop=[256,512] (YAML values; "
+        "repeatable; explicit flags win over it)",
+    )
     t.add_argument("--loss", choices=choices("loss.name"))
     t.add_argument("--class-weights", choices=choices("loss.class_weights"))
     t.add_argument("--unknown", choices=choices("data.unknown"), help="255 as class 19, or ignored")

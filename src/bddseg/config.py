@@ -28,6 +28,13 @@ ClassWeights = Literal["none", "inverse", "median", "effective"]
 OptimName = Literal["adamw", "sgd"]
 Schedule = Literal["onecycle", "poly", "constant"]
 Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
+# the segmentation_models_pytorch (0.6) architectures, by smp's lower-case class names
+# (bddseg.model.ARCHS maps each to its class; see there for what each needs of the encoder)
+Arch = Literal[
+    "unet", "unetplusplus", "fpn", "pspnet", "deeplabv3", "deeplabv3plus",
+    "linknet", "manet", "pan", "upernet", "segformer", "dpt",
+]  # fmt: skip
+ARCH_NAMES: tuple[str, ...] = typing.get_args(Arch)
 # auto: bf16-mixed on a GPU and on a CPU that computes bf16 natively, 32-true elsewhere
 # (bddseg.model.resolve_precision)
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
@@ -62,8 +69,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "unet"
-    encoder: str = "resnet34"
+    arch: Arch = "unet"
+    encoder: str = "resnet34"  # an smp encoder name or "tu-" + a timm model name
     pretrained: bool = True  # ImageNet weights for the encoder
     encoder_weights: str | None = None  # a local state-dict file instead of the hub
 

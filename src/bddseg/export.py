@@ -2,8 +2,10 @@
 that runs the file is :class:`bddseg.onnx_runtime.OnnxForward`).
 
 The graph maps ``images``, float32 ``(N, 3, H, W)`` ImageNet-normalised RGB with H and W
-multiples of 32, to ``logits``, float32 ``(N, C, H, W)``. Normalisation, padding, TTA and the
-mapping to train ids stay outside the graph, in :mod:`bddseg.predictor`, shared by both runtimes.
+multiples of the model's input multiple (:func:`bddseg.model.input_multiple`: 32 for the
+default U-Net; recorded as ``bddseg.pad_multiple``), to ``logits``, float32 ``(N, C, H, W)``.
+Normalisation, padding, TTA and the mapping to train ids stay outside the graph, in
+:mod:`bddseg.predictor`, shared by both runtimes.
 """
 
 from __future__ import annotations
@@ -19,10 +21,19 @@ import torch
 from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
 from bddseg.labels import class_names
-from bddseg.model import model_from_checkpoint
+from bddseg.model import input_multiple, model_from_checkpoint, model_num_classes
 
-FIXED_SIZE = (720, 1280)  # BDD100K frames; a fixed export takes (1, 3, 736, 1280)
-PAD_MULTIPLE = 32
+FIXED_SIZE = (720, 1280)  # BDD100K frames; a fixed export takes (1, 3, 736, 1280) (U-Net)
+
+
+# Architectures whose dynamic-shape export runs but breaks at other sizes (found by
+# tests/test_archs.py): refused rather than written. Their fixed export matches PyTorch on
+# full 720x1280 frames; a smaller image is padded to the frame, which their global pooling sees.
+NO_DYNAMIC_EXPORT = ("pspnet", "upernet")
+NO_DYNAMIC_EXPORT_WHY = (
+    "the exporter fixes its adaptive-pooling sizes at the traced size, so onnxruntime fails "
+    "on any other"
+)
 
 
 def export_onnx(
@@ -35,9 +46,10 @@ def export_onnx(
         out: the ``.onnx`` file to write (atomically; weights inside the file).
         opset: ONNX opset version.
         dynamic: batch, height and width left symbolic (H and W must still be multiples of
-            32; :class:`~bddseg.onnx_runtime.OnnxForward` pads). Otherwise the input is fixed
-            at ``(1, 3, 736, 1280)``, a 720x1280 frame padded to 32; smaller images are padded
-            up to it, larger ones are predicted in 736x1280 windows.
+            the model's input multiple, 32 for the U-Net;
+            :class:`~bddseg.onnx_runtime.OnnxForward` pads). Otherwise the input is fixed at
+            a 720x1280 frame padded to that multiple (``(1, 3, 736, 1280)`` for the U-Net);
+            smaller images are padded up to it, larger ones are predicted in windows of it.
 
     Returns:
         ``out``. The file's metadata holds ``bddseg.num_classes``, ``bddseg.class_names``,
@@ -51,8 +63,15 @@ def export_onnx(
             "the output must end in .onnx (load_predictor picks the runtime by it)", out
         )
     model, cfg = model_from_checkpoint(checkpoint, "cpu")
-    num_classes = model.segmentation_head[0].out_channels
-    h, w = (-(-s // PAD_MULTIPLE) * PAD_MULTIPLE for s in FIXED_SIZE)
+    if dynamic and cfg.model.arch in NO_DYNAMIC_EXPORT:
+        raise BddsegError(
+            f"--dynamic is not supported for {cfg.model.arch}: {NO_DYNAMIC_EXPORT_WHY}; export "
+            "without it (a fixed 720x1280 input: smaller images are padded, larger ones windowed)",
+            checkpoint,
+        )
+    num_classes = model_num_classes(model)
+    multiple = input_multiple(model)
+    h, w = (-(-s // multiple) * multiple for s in FIXED_SIZE)
     dummy = torch.zeros(1, 3, h, w)
     axes = {0: "batch", 2: "height", 3: "width"}
     try:
@@ -79,10 +98,11 @@ def export_onnx(
         "bddseg.class_names": json.dumps(list(class_names(num_classes))),
         "bddseg.mean": json.dumps(list(IMAGENET_MEAN)),
         "bddseg.std": json.dumps(list(IMAGENET_STD)),
-        "bddseg.pad_multiple": str(PAD_MULTIPLE),
+        "bddseg.pad_multiple": str(multiple),
         # the scale the model was trained at (data.base_size): Predictor resizes images to it
         "bddseg.input_size": json.dumps(list(cfg.data.base_size) if cfg.data.base_size else None),
-        "bddseg.input": "images: float32 (N,3,H,W) ImageNet-normalised RGB, H and W multiples of 32",
+        "bddseg.input": "images: float32 (N,3,H,W) ImageNet-normalised RGB, "
+        f"H and W multiples of {multiple}",
     }
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -1,4 +1,5 @@
-"""The model (smp U-Net with a ResNet34 encoder), padding to a multiple of 32, checkpoints.
+"""The model (any smp architecture; default U-Net/ResNet34), padding to its input multiple,
+checkpoints.
 
 A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)``::
 
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bddseg.config import PRECISIONS, Config, ModelConfig, from_dict, to_dict
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
 
 CHECKPOINT_FORMAT = "bddseg"
@@ -38,10 +39,24 @@ def _smp():
     return smp
 
 
-ARCHS = {
-    "unet": lambda: _smp().Unet,
-    "fpn": lambda: _smp().FPN,
-    "deeplabv3plus": lambda: _smp().DeepLabV3Plus,
+# bddseg's name (config.ARCH_NAMES, ``model.arch``) -> the segmentation_models_pytorch class.
+# Every architecture takes any smp encoder or "tu-" + a timm model name, except: dpt takes
+# only ViT-style timm encoders ("tu-vit_small_patch16_224", ...), and no other architecture
+# takes one (smp: "Unsupported model downsampling pattern"); unetplusplus and linknet refuse
+# smp's "mit_b*" encoders. smp's own errors for a bad pair are quoted in one BddsegError.
+ARCHS: dict[str, str] = {
+    "unet": "Unet",
+    "unetplusplus": "UnetPlusPlus",
+    "fpn": "FPN",
+    "pspnet": "PSPNet",
+    "deeplabv3": "DeepLabV3",
+    "deeplabv3plus": "DeepLabV3Plus",
+    "linknet": "Linknet",
+    "manet": "MAnet",
+    "pan": "PAN",
+    "upernet": "UPerNet",
+    "segformer": "Segformer",
+    "dpt": "DPT",
 }
 
 
@@ -51,41 +66,143 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     Args:
         cfg: the model section of the config. ``pretrained`` loads ImageNet weights for the
             encoder from the model hub, unless ``encoder_weights`` names a local state-dict
-            file (for air-gapped clusters).
+            file (for air-gapped clusters). For ``tu-`` encoders the hub weights are timm's
+            default tag for the name (``tu-NAME.TAG`` picks another).
         num_classes: 20 (``unknown: class``) or 19 (``unknown: ignore``).
 
     Returns:
-        A module mapping float images ``(N, 3, H, W)`` (H, W multiples of 32) to logits
-        ``(N, num_classes, H, W)``. Use :func:`forward_padded` for other sizes.
+        A module mapping float images ``(N, 3, H, W)`` (H, W multiples of
+        :func:`input_multiple`) to logits ``(N, num_classes, H, W)``. Use
+        :func:`forward_padded` for other sizes.
 
     Raises:
-        BddsegError: unknown architecture, unreadable weights file, or hub weights that cannot
-            be fetched (the message names ``--no-pretrained`` and ``--encoder-weights PATH``).
+        BddsegError: unknown architecture or encoder, an encoder the architecture cannot take
+            (one line naming both), unreadable weights file, or hub weights that cannot be
+            fetched (the message names ``--no-pretrained`` and ``--encoder-weights PATH``).
     """
     if cfg.arch not in ARCHS:
         raise BddsegError(f"unknown architecture {cfg.arch!r} (valid: {', '.join(ARCHS)})")
-    cls = ARCHS[cfg.arch]()
+    arch, encoder = cfg.arch, cfg.encoder
+    if arch == "dpt" and not encoder.startswith("tu-"):
+        raise BddsegError(
+            f"architecture 'dpt' cannot take encoder {encoder!r}: it needs a ViT-style timm "
+            "encoder, 'tu-' + its timm name (e.g. tu-vit_small_patch16_224)"
+        )
     hub = cfg.pretrained and cfg.encoder_weights is None
     try:
-        model = cls(
-            encoder_name=cfg.encoder,
-            encoder_weights="imagenet" if hub else None,
-            in_channels=3,
-            classes=num_classes,
-        )
-    except KeyError as e:
-        raise BddsegError(f"unknown encoder {cfg.encoder!r} ({e})") from None
+        model = _construct(cfg, num_classes, hub)
     except Exception as e:  # network failures surface as many exception types
-        if not hub:
-            raise
-        raise BddsegError(
-            f"cannot fetch ImageNet weights for encoder {cfg.encoder!r} "
-            f"({e.__class__.__name__}); no network? Use --no-pretrained to start from random "
-            "weights, or --encoder-weights PATH to load a local encoder state dict"
-        ) from None
+        if isinstance(e, KeyError) and "Wrong pretrained weights" in str(e):
+            raise BddsegError(
+                f"encoder {encoder!r} has no ImageNet weights in smp; use --no-pretrained or "
+                "--encoder-weights PATH"
+            ) from None
+        error = e
+        if hub:
+            try:  # the same pair without weights: if it builds, fetching them failed
+                _construct(cfg, num_classes, False)
+            except Exception as e2:
+                error = e2
+            else:
+                raise BddsegError(
+                    f"cannot fetch ImageNet weights for encoder {encoder!r} "
+                    f"({e.__class__.__name__}); no network? Use --no-pretrained to start from "
+                    "random weights, or --encoder-weights PATH to load a local encoder state dict"
+                ) from None
+        problem = _pair_problem(cfg, error)
+        if problem is None:  # not about the pair: a bug shows
+            raise error from None
+        raise BddsegError(problem) from None
     if cfg.encoder_weights is not None:
         load_encoder_weights(model, cfg.encoder_weights)
     return model
+
+
+def _construct(cfg: ModelConfig, num_classes: int, hub: bool) -> nn.Module:
+    import warnings
+
+    cls = getattr(_smp(), ARCHS[cfg.arch])
+    timm = cfg.encoder.startswith("tu-")
+    kwargs: dict[str, Any] = {}
+    if cfg.arch == "dpt":
+        # any input whose sides are multiples of two patches, not only the ViT's pretraining
+        # size (timm interpolates the position embeddings)
+        kwargs["dynamic_img_size"] = True
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*decoder_readout.*")  # ViTs without a cls token
+        return cls(
+            encoder_name=cfg.encoder,
+            encoder_weights=(True if timm else "imagenet") if hub else None,
+            in_channels=3,
+            classes=num_classes,
+            **kwargs,
+        )
+
+
+def _pair_problem(cfg: ModelConfig, e: Exception) -> str | None:
+    """A one-line problem for an architecture/encoder pair smp (or timm) refused, or None
+    when ``e`` is not about the pair."""
+    arch, encoder = cfg.arch, cfg.encoder
+    text = str(e)
+    if (isinstance(e, KeyError) and "Wrong encoder name" in text) or (
+        isinstance(e, RuntimeError) and text.startswith("Unknown model")
+    ):
+        return (
+            f"unknown encoder {encoder!r} for architecture {arch!r} (valid: an smp encoder "
+            "name such as resnet34, or 'tu-' + a timm model name)"
+        )
+    if isinstance(e, ValueError | TypeError | NotImplementedError | AssertionError | IndexError):
+        hint = ""
+        if "downsampling pattern" in text:
+            hint = " (ViT-style encoders work with dpt only)"
+        elif arch == "dpt":
+            hint = " (dpt needs a ViT-style timm encoder, e.g. tu-vit_small_patch16_224)"
+        return f"architecture {arch!r} cannot take encoder {encoder!r}: {first_line(e)}{hint}"
+    return None
+
+
+def _inner(model: nn.Module) -> nn.Module:
+    """The smp model inside a Fabric / DDP / ``torch.compile`` wrapper."""
+    for _ in range(4):
+        model = getattr(model, "module", model)
+        model = getattr(model, "_orig_mod", model)
+    return model
+
+
+def input_multiple(model: nn.Module) -> int:
+    """What the height and width of the input of ``model`` (an smp model from
+    :func:`build_model`, wrapped or not) must be divisible by.
+
+    The encoder's output stride (32 for the default U-Net/ResNet34 and most encoders at depth
+    5; 16 for deeplabv3plus, 8 for deeplabv3 and pspnet), except: dpt, two patches (32 for a
+    patch-16 ViT: its decoder halves the patch grid once); pan, 8 times the encoder's stride
+    (128: its pyramid-attention block max-pools the stride-16 map three more times).
+    :func:`model_forward` pads to it, training crops must be multiples of it
+    (:func:`check_input_size`), and ONNX files record it (``bddseg.pad_multiple``).
+    """
+    inner = _inner(model)
+    stride = int(getattr(getattr(inner, "encoder", None), "output_stride", 32) or 32)
+    kind = type(inner).__name__
+    if kind == "DPT":
+        return 2 * stride
+    if kind == "PAN":
+        return 8 * stride
+    return stride
+
+
+def check_input_size(model: nn.Module, cfg: ModelConfig, size: tuple[int, int], what: str) -> None:
+    """Refuse an input size (e.g. ``data.crop``) ``model`` cannot take unpadded, in one line."""
+    inner = _inner(model)
+    if not getattr(inner, "requires_divisible_input_shape", True):
+        return  # smp's U-Net resizes its skip connections: any size works
+    m = input_multiple(inner)
+    h, w = size
+    if h % m or w % m:
+        fit = f"{-(-h // m) * m}x{-(-w // m) * m}"
+        raise BddsegError(
+            f"{what} {h}x{w} does not fit {cfg.arch}/{cfg.encoder}: its sides must be "
+            f"multiples of {m} (e.g. {fit})"
+        )
 
 
 def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
@@ -126,16 +243,18 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 32, value: float = 0.0) -> 
 
 
 def forward_padded(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Run ``model`` on ``(N, 3, H, W)`` images of any size: pad to 32, crop logits back."""
+    """Run ``model`` on ``(N, 3, H, W)`` images of any size: pad to
+    :func:`input_multiple` (32 for the default U-Net), crop logits back."""
     h, w = images.shape[-2:]
-    return model(pad_to_multiple(images))[..., :h, :w]
+    return model(pad_to_multiple(images, input_multiple(model)))[..., :h, :w]
 
 
 def model_num_classes(model: nn.Module) -> int:
-    """The number of classes an smp model (Fabric- or DDP-wrapped or not) predicts."""
-    inner = getattr(model, "module", model)
-    inner = getattr(inner, "_orig_mod", inner)  # torch.compile
-    return inner.segmentation_head[0].out_channels
+    """The number of classes an smp model (Fabric- or DDP-wrapped or not) predicts: the
+    output channels of the last convolution of its segmentation head."""
+    head = _inner(model).segmentation_head
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
 
 
 def model_forward(
@@ -147,14 +266,15 @@ def model_forward(
     """``model`` as the forward every route runs (:class:`bddseg.predictor.Predictor` for
     predict, evaluate and training's validation; ``bddseg bench``): normalised images
     ``(N, 3, H, W)`` of any size -> float32 logits ``(N, C, H, W)``, padded to a multiple of
-    32 and cropped back, under ``precision``'s autocast (:func:`resolve_precision`), without
+    :func:`input_multiple` (32 for the default U-Net) and cropped back, under ``precision``'s autocast (:func:`resolve_precision`), without
     autograd. ``channels_last``: hand the padded batch over in that memory format (for a model
     converted to it)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    multiple = input_multiple(model)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x)
+        x = pad_to_multiple(x, multiple)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), autocast(precision, device):
@@ -348,11 +468,14 @@ def load_weights(
 
 
 __all__ = [
+    "ARCHS",
     "ModelConfig",
     "autocast",
     "build_model",
+    "check_input_size",
     "cpu_bf16_native",
     "forward_padded",
+    "input_multiple",
     "load_checkpoint",
     "load_encoder_weights",
     "load_weights",

@@ -22,7 +22,8 @@ from bddseg.model import pad_to_multiple
 class OnnxForward:
     """onnxruntime session as a forward: normalised ``(N, 3, H, W)`` -> logits ``(N, C, H, W)``.
 
-    Pads to a multiple of 32 (dynamic export) or up to the fixed input size, and crops back,
+    Pads to the multiple the file records (``bddseg.pad_multiple``, 32 when absent; dynamic
+    export) or up to the fixed input size, and crops back,
     like :func:`bddseg.model.forward_padded`. ``max_size`` is the fixed ``(H, W)`` or None.
     ``threads``: onnxruntime's intra-op threads (default: one per core).
     """
@@ -67,12 +68,18 @@ class OnnxForward:
             self.input_size = (int(size[0]), int(size[1])) if size else None
         except (ValueError, TypeError, IndexError, KeyError):
             raise BddsegError("bad bddseg.input_size in the ONNX metadata", p) from None
+        try:
+            self.pad_multiple = int(meta.get("bddseg.pad_multiple", "32"))
+            if self.pad_multiple < 1:
+                raise ValueError
+        except ValueError:
+            raise BddsegError("bad bddseg.pad_multiple in the ONNX metadata", p) from None
         self.path = p
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if self.max_size is None:
-            xp = pad_to_multiple(x)
+            xp = pad_to_multiple(x, self.pad_multiple)
         else:
             mh, mw = self.max_size
             if h > mh or w > mw:

@@ -7,8 +7,9 @@ Three lines::
     mask = p.predict("frame.jpg")  # np.uint8 (H, W), train ids 0..18
 
 Both runtimes share the same pre-processing (:func:`preprocess`, ImageNet mean/std on [0, 1]
-RGB), padding to a multiple of 32 and cropping back, test-time augmentation, sliding
-windows and the mapping of scores to official train ids (:func:`to_class_map`).
+RGB), padding to the model's input multiple (32 for the U-Net) and cropping back,
+test-time augmentation, sliding windows and the mapping of scores to official train ids
+(:func:`to_class_map`).
 This is the one model runner: ``bddseg predict`` (files, folders and videos in and out:
 :mod:`bddseg.predict`), ``bddseg evaluate --checkpoint`` and training's validation all go
 through it.

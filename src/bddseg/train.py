@@ -47,6 +47,7 @@ from bddseg.losses import build_loss
 from bddseg.metrics import confusion_matrix, official_metrics
 from bddseg.model import (
     build_model,
+    check_input_size,
     load_checkpoint,
     load_weights,
     make_checkpoint,
@@ -137,6 +138,7 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
     ckpt = prepare_run_dir(run_dir, cfg, fabric)
     seed_everything(cfg.run.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, cfg.num_classes)
+    check_input_size(model, cfg.model, cfg.data.crop, "data.crop")
     if ckpt is not None:
         name = f"{cfg.model.arch}/{cfg.model.encoder}"
         load_weights(model, ckpt["model"], run_dir / "last.pt", name, cfg.num_classes)
