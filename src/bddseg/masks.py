@@ -66,6 +66,11 @@ def open_png(data: bytes, path: str | Path | None, what: str) -> Image.Image:
     problem = png_problem(data)
     if problem:
         raise BddsegError(f"cannot decode {what}: {problem}", path)
+    return _pillow(data, path, what)
+
+
+def _pillow(data: bytes, path: str | Path | None, what: str) -> Image.Image:
+    """Pillow's decoding of PNG bytes whose CRCs were checked."""
     try:
         im = Image.open(io.BytesIO(data), formats=["PNG"])
         im.load()
@@ -124,7 +129,7 @@ def decode_mask(data: bytes, path: str | Path | None = None, what: str = "mask")
         fast = _spng_gray8(data, width, height)
         if fast is not None:
             return fast
-    im = open_png(data, path, what)
+    im = _pillow(data, path, what)  # CRCs checked above
     if im.mode not in ("L", "P"):  # the header said 8-bit grayscale or palette
         raise BddsegError(f"{what} decodes to mode {im.mode}, not 8-bit grayscale", path)
     return np.asarray(im)
