@@ -29,8 +29,9 @@ from torch import nn
 from bddseg.config import LossConfig, ModelConfig, from_dict
 from bddseg.losses import build_loss
 from bddseg.model import build_model
+from bddseg.optim import build_optimizer
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
-from bddseg.train import build_optimizer, set_torch_flags, setup_fabric
+from bddseg.train import set_torch_flags, setup_fabric
 
 NUM_CLASSES = 20
 

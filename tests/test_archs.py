@@ -163,3 +163,111 @@ def test_cli_offers_the_same_names():
     assert (args.arch, args.encoder) == ("upernet", "tu-convnext_tiny")
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--arch", "segformer2"])
+
+
+# ---------------------------------------------------------------- architecture options
+def _build(**kw):
+    return build_model(ModelConfig(pretrained=False, **kw), 19)
+
+
+def test_decoder_width_output_stride_and_drop_path_reach_smp():
+    unet = _build(encoder="resnet18", decoder_channels=128)
+    widths = [b.conv2[0].out_channels for b in unet.decoder.blocks]
+    assert widths == [128, 64, 32, 16, 8]
+    upernet = _build(arch="upernet", encoder="resnet18", decoder_channels=512)
+    assert upernet.segmentation_head[0].in_channels == 512
+    segformer = _build(arch="segformer", encoder="mit_b0", decoder_channels=768, drop_path=0.3)
+    assert segformer.segmentation_head[0].in_channels == 768
+    drops = [m.drop_prob for m in segformer.encoder.modules() if hasattr(m, "drop_prob")]
+    assert max(drops) == pytest.approx(0.3) and drops == sorted(drops)  # rising with depth
+    d8 = _build(arch="deeplabv3plus", encoder="resnet18", output_stride=8)
+    assert input_multiple(d8) == 8
+    cnx = _build(arch="upernet", encoder="tu-convnext_atto", drop_path=0.4)
+    rates = [m.drop_prob for m in cnx.encoder.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"arch": "linknet", "decoder_channels": 64}, "linknet's decoder widths follow"),
+        ({"decoder_channels": 100}, "100 must be a multiple of 16 for unet"),
+        ({"output_stride": 8}, "unet has a fixed output stride; it is an option of deeplabv3,"),
+        ({"arch": "pan", "output_stride": 8}, "pan takes 16 or 32, not 8"),
+        ({"drop_path": 0.1}, "encoder 'resnet18' has no drop path; timm encoders"),
+    ],
+)
+def test_options_an_architecture_cannot_take_are_one_line_errors(kw, message):
+    with pytest.raises(BddsegError, match=message) as e:
+        _build(**{"encoder": "resnet18", **kw})
+    assert "\n" not in str(e.value)
+
+
+def test_aux_head_in_training_only():
+    torch.manual_seed(0)
+    model = _build(arch="deeplabv3plus", encoder="resnet18", aux_weight=0.4)
+    assert model.aux_head[0].in_channels == 256  # resnet18's stage 3
+    x = torch.randn(2, 3, 64, 96)
+    model.train()
+    logits, aux = model(x)
+    assert logits.shape == (2, 19, 64, 96) and aux.shape == (2, 19, 4, 6)  # stride 16
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 19, 64, 96)
+    assert "_aux_features" not in model.encoder.__dict__  # nothing kept between calls
+
+
+def test_timm_encoder_weights_from_a_local_file(tmp_path):
+    """``--encoder-weights`` for a ``tu-`` encoder: timm's own state dict (.pth or the hub's
+    .safetensors); a file for another model is refused, not half-loaded."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    state = timm.create_model("convnext_atto").state_dict()
+    torch.save(state, tmp_path / "cnx.pth")
+    save_file(state, tmp_path / "cnx.safetensors")
+    for name in ("cnx.pth", "cnx.safetensors"):
+        model = _build(
+            arch="upernet", encoder="tu-convnext_atto", encoder_weights=str(tmp_path / name)
+        )
+        assert torch.equal(model.encoder.model.stem_0.weight, state["stem.0.weight"])
+        got = model.encoder.model.stages_3.blocks[1].mlp.fc2.weight
+        assert torch.equal(got, state["stages.3.blocks.1.mlp.fc2.weight"])
+    torch.save(timm.create_model("resnet18").state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(
+        BddsegError, match="r18.pth: weights do not fit the encoder: .* not in the file"
+    ):
+        _build(
+            arch="upernet", encoder="tu-convnext_atto", encoder_weights=str(tmp_path / "r18.pth")
+        )
+
+
+# ---------------------------------------------------------------- the zoo's recipes
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "arch", "encoder"),
+    [
+        ("bdd100k_upernet_convnext_b", "upernet", "tu-convnext_base.fb_in22k_ft_in1k"),
+        ("bdd100k_deeplabv3plus_r50", "deeplabv3plus", "resnet50"),
+        ("bdd100k_segformer_mit_b2", "segformer", "mit_b2"),
+    ],
+)
+def test_zoo_configs_train_on_cpu(config, arch, encoder, synth_root, tmp_path, one_torch_thread):
+    """``bddseg train --config configs/<zoo recipe>.yaml --no-pretrained``, shrunk to one step
+    of two 64x128 crops: the recipe as shipped (aux head, layer decay, drop path, poly with
+    warm-up) builds and trains, and its checkpoint predicts."""
+    from bddseg.cli import main
+    from bddseg.model import model_from_checkpoint
+
+    out = tmp_path / "run"
+    shrink = ["data.crop=[64,128]", "optim.batch_size=2", "optim.max_steps=1", "data.workers=0"]
+    args = ["train", "--config", config, "--data", str(synth_root), "--out", str(out)]
+    args += ["--no-pretrained", "--accelerator", "cpu", "--devices", "1"]
+    assert main(args + [a for s in shrink for a in ("--set", s)]) == 0
+    model, cfg = model_from_checkpoint(out / "best.pt")
+    assert (cfg.model.arch, cfg.model.encoder) == (arch, encoder)
+    assert not cfg.model.pretrained and cfg.optim.schedule == "poly"
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 64, 128)).shape == (1, 19, 64, 128)

@@ -153,6 +153,27 @@ def test_resume_is_bit_identical(synth_root, tmp_path, monkeypatch):
             assert [r[key] for r in rows] == [r[key] for r in a_rows], key
 
 
+@pytest.mark.slow
+def test_zoo_options_resume_bit_identically(synth_root, tmp_path):
+    """The zoo's levers (aux head, layer-wise lr decay, drop path, SGD + poly with warm-up
+    and a floor) keep resuming exact: 4 steps straight == 2 (run.stop_at) + 2 resumed."""
+    zoo = {
+        "model.arch": "upernet", "model.encoder": "tu-convnext_atto", "model.aux_weight": 0.4,
+        "model.drop_path": 0.2, "optim.layer_decay": 0.8, "optim.name": "sgd", "optim.lr": 0.01,
+        "optim.schedule": "poly", "optim.warmup_steps": 2, "optim.min_lr": 1e-4,
+        "optim.max_steps": 4, "run.val_every": 2, "data.crop": [64, 96],
+    }  # fmt: skip
+    train(tiny(synth_root, tmp_path / "a", **zoo))
+    b = tiny(synth_root, tmp_path / "b", **zoo, **{"run.stop_at": 2})
+    assert train(b).last_step == 2
+    train(dataclasses.replace(b, run=dataclasses.replace(b.run, stop_at=None, resume=True)))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 4
+    assert_same_weights(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
+    assert any(k.startswith("aux_head.") for k in weights(tmp_path / "a" / "last.pt"))
+    lrs = [float(r["lr"]) for r in read_log(tmp_path / "a")]
+    assert lrs[0] == pytest.approx(0.01 * 1e-3)  # warm-up from lr x warmup_ratio
+
+
 def test_samples_do_not_depend_on_history(synth_root):
     """A sample's augmentation depends only on its key, not on what was drawn before."""
     from bddseg.data import build_dataset
@@ -289,6 +310,12 @@ def test_ddp_on_two_cpu_processes(synth_root, tmp_path):
         "64x96",
         "--workers",
         "0",
+        # the zoo's levers across processes: an auxiliary head (run outside smp's forward
+        # path, so DDP must still see its gradients) and layer-wise lr decay
+        "--set",
+        "model.aux_weight=0.4",
+        "--set",
+        "optim.layer_decay=0.9",
     ]
     done = _bddseg(["train", *args], env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

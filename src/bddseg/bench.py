@@ -74,7 +74,11 @@ def _runner(
     return model_forward(net, "bf16-mixed" if bf16 else "32-true", device, channels_last=cl)
 
 
-def _time(fn: Callable, x: torch.Tensor, iters: int, warmup: int, device: torch.device) -> dict:
+def time_forward(
+    fn: Callable, x: torch.Tensor, iters: int, warmup: int, device: torch.device
+) -> dict:
+    """Time ``fn(x)``: a first call and ``warmup - 1`` more, untimed, then ``iters`` timed
+    calls (median latency, throughput, CPU seconds), synchronising ``device`` after each."""
     start = time.perf_counter()
     fn(x)
     _sync(device)
@@ -114,7 +118,7 @@ def _measure(model, dev, variants, batch_sizes, shape, iters, warmup, threads, o
             row: dict[str, Any] = {"variant": variant, "batch": b}
             try:
                 x = torch.randn(b, 3, *shape, device=dev)
-                row.update(_time(fn, x, iters, warmup, dev))
+                row.update(time_forward(fn, x, iters, warmup, dev))
             except Exception as e:  # e.g. out of memory, or a compiler missing for compile
                 row["error"] = first_line(e, 120)
             rows.append(row)
@@ -243,4 +247,4 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["VARIANTS", "markdown_table", "run_inference_bench"]
+__all__ = ["VARIANTS", "markdown_table", "run_inference_bench", "time_forward"]

@@ -306,6 +306,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from bddseg.catalog import markdown_table, model_table, resolve_pairs, to_json
+    from bddseg.files import atomic_write_text
+
+    pairs = resolve_pairs(args.arch, args.encoder)
+    echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.measure else None
+    old_threads = torch_threads(args.threads)
+    try:
+        result = model_table(
+            pairs, args.classes, measured=args.measure, size=args.size, runs=args.runs, echo=echo
+        )
+    finally:
+        torch_threads(old_threads)
+    print(markdown_table(result))
+    if args.json:
+        atomic_write_text(Path(args.json), to_json(result))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def torch_threads(threads: int | None) -> int:
+    """Set torch's intra-op threads to ``threads`` (unless None); return the previous count."""
+    import torch
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    return old
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from bddseg.demo import run_demo
 
@@ -475,6 +505,40 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
     b.add_argument("--out", help="also write the results as JSON")
     b.set_defaults(func=_cmd_bench)
+
+    m = sub.add_parser(
+        "models",
+        help="the architectures and encoders bddseg supports: parameters, GFLOPs at 720x1280, "
+        "ONNX export, and with --measure CPU latency and ONNX parity",
+        description="GFLOPs are multiply-adds (FLOPs/2, the convention of papers, fvcore and "
+        "mmseg's get_flops) of one 720x1280 frame padded to the model's input multiple, counted "
+        "on PyTorch's meta device. 'ONNX export' says whether `bddseg export --dynamic` works "
+        "(else a fixed 720x1280 input); every architecture's ONNX parity is checked by "
+        "tests/test_archs.py, and --measure checks each listed pair's.",
+    )
+    m.add_argument(
+        "--arch",
+        action="append",
+        choices=choices("model.arch"),
+        help="only this architecture's rows; with --encoder, this pair (repeatable)",
+    )
+    m.add_argument(
+        "--encoder",
+        action="append",
+        help="only this encoder's rows; with --arch, this pair (repeatable; smp name or tu-NAME)",
+    )
+    m.add_argument(
+        "--measure",
+        action="store_true",
+        help="also time one 720x1280 image on the CPU (fp32 and precision auto) and export "
+        "each model to ONNX to check its parity with PyTorch (minutes per large model)",
+    )
+    m.add_argument("--classes", type=int, choices=(19, 20), default=19, help="output classes")
+    m.add_argument("--threads", type=int, help="torch threads for --measure")
+    m.add_argument("--json", help="also write the rows to this JSON file")
+    m.add_argument("--size", type=_hw, default=(720, 1280), help=argparse.SUPPRESS)  # tests
+    m.add_argument("--runs", type=int, default=3, help=argparse.SUPPRESS)  # timed calls
+    m.set_defaults(func=_cmd_models)
 
     dm = sub.add_parser("demo", help="the whole pipeline on the built-in dataset")
     dm.add_argument("--out", default="demo_out")

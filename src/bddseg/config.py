@@ -73,6 +73,16 @@ class ModelConfig:
     encoder: str = "resnet34"  # an smp encoder name or "tu-" + a timm model name
     pretrained: bool = True  # ImageNet weights for the encoder
     encoder_weights: str | None = None  # a local state-dict file instead of the hub
+    # the architecture's own options (bddseg.model.build_model maps them to smp's arguments);
+    # None keeps smp's default
+    decoder_channels: int | None = None  # decoder width (U-Net family: its widest stage)
+    output_stride: int | None = None  # 8 or 16: deeplabv3 (8), deeplabv3plus (16), pan (16)
+    # stochastic depth of the encoder's blocks, rising linearly to this rate (timm "tu-"
+    # encoders and smp's MiT; None: the encoder's default, 0 for timm, 0.1 for MiT)
+    drop_path: float | None = None
+    # an auxiliary FCN head on the encoder's stage-3 features (the zoo's: 3x3 conv 256 + BN +
+    # ReLU, dropout 0.1, 1x1 classifier), its loss weighted by this; 0: no head
+    aux_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -90,11 +100,18 @@ class OptimConfig:
     name: OptimName = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-2
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD
+    betas: tuple[float, float] = (0.9, 0.99)  # AdamW (fastai's; the zoo's are 0.9, 0.999)
+    eps: float = 1e-5  # AdamW (fastai's; PyTorch's default is 1e-8)
+    # layer-wise lr decay (ConvNeXt, BEiT, Swin recipes): the lr of an encoder layer is
+    # lr * layer_decay ** (how many stride levels it sits below the decoder); 1: off
+    layer_decay: float = 1.0
+    head_lr_mult: float = 1.0  # the decoder's and heads' lr multiplier (SegFormer's recipe: 10)
     schedule: Schedule = "onecycle"
-    warmup_pct: float = (
-        0.25  # fraction of steps warming up (one-cycle: fastai's 0.25; poly: linear)
-    )
+    warmup_pct: float = 0.25  # share of the steps warming up (one-cycle: fastai's 0.25; poly)
+    warmup_steps: int | None = None  # poly: linear warm-up steps (overrides warmup_pct)
+    warmup_ratio: float = 1e-3  # poly: the warm-up starts at lr * this (mmseg's warmup_ratio)
+    min_lr: float = 0.0  # poly: decays to this lr (mmseg's min_lr)
     cycle_momentum: bool = True  # one-cycle: momentum / AdamW beta1 0.95 -> 0.85 -> 0.95 (fastai)
     poly_power: float = 0.9
     epochs: int = 80
@@ -272,6 +289,17 @@ _RANGES = (
     ("optim.lr", 0.0, False),
     ("optim.weight_decay", 0.0, True),
     ("optim.momentum", 0.0, True),
+    ("optim.betas", 0.0, True),
+    ("optim.eps", 0.0, False),
+    ("optim.layer_decay", 0.0, False),
+    ("optim.head_lr_mult", 0.0, False),
+    ("optim.warmup_steps", 0, True),
+    ("optim.warmup_ratio", 0.0, True),
+    ("optim.min_lr", 0.0, True),
+    ("model.decoder_channels", 1, True),
+    ("model.output_stride", 1, True),
+    ("model.drop_path", 0.0, True),
+    ("model.aux_weight", 0.0, True),
     ("optim.warmup_pct", 0.0, True),
     ("optim.poly_power", 0.0, True),
     ("optim.epochs", 1, True),
@@ -313,6 +341,16 @@ def check_values(cfg: Config, source: str | None = None) -> None:
         raise BddsegError(f"data.scale: {list(cfg.data.scale)} must be [low, high]", source)
     if cfg.run.ema_decay is not None and cfg.run.ema_decay >= 1:
         raise BddsegError(f"run.ema_decay: {cfg.run.ema_decay} must be below 1", source)
+    if max(cfg.optim.betas) >= 1:
+        raise BddsegError(f"optim.betas: {list(cfg.optim.betas)} must be below 1", source)
+    for key, value in (
+        ("optim.layer_decay", cfg.optim.layer_decay),
+        ("optim.warmup_ratio", cfg.optim.warmup_ratio),
+    ):
+        if value > 1:
+            raise BddsegError(f"{key}: {value} must be at most 1", source)
+    if cfg.model.drop_path is not None and cfg.model.drop_path >= 1:
+        raise BddsegError(f"model.drop_path: {cfg.model.drop_path} must be below 1", source)
     if cfg.optim.warmup_pct >= 1:
         raise BddsegError(f"optim.warmup_pct: {cfg.optim.warmup_pct} must be below 1", source)
 

@@ -89,8 +89,9 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
             "encoder, 'tu-' + its timm name (e.g. tu-vit_small_patch16_224)"
         )
     hub = cfg.pretrained and cfg.encoder_weights is None
+    options = arch_options(cfg)
     try:
-        model = _construct(cfg, num_classes, hub)
+        model = _construct(cfg, num_classes, hub, options)
     except Exception as e:  # network failures surface as many exception types
         if isinstance(e, KeyError) and "Wrong pretrained weights" in str(e):
             raise BddsegError(
@@ -100,7 +101,7 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
         error = e
         if hub:
             try:  # the same pair without weights: if it builds, fetching them failed
-                _construct(cfg, num_classes, False)
+                _construct(cfg, num_classes, False, options)
             except Exception as e2:
                 error = e2
             else:
@@ -109,21 +110,93 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
                     f"({e.__class__.__name__}); no network? Use --no-pretrained to start from "
                     "random weights, or --encoder-weights PATH to load a local encoder state dict"
                 ) from None
+        if "drop_path_rate" in str(error):
+            raise BddsegError(
+                f"model.drop_path: timm's {encoder.removeprefix('tu-')!r} takes no drop path rate"
+            ) from None
         problem = _pair_problem(cfg, error)
         if problem is None:  # not about the pair: a bug shows
             raise error from None
         raise BddsegError(problem) from None
+    if cfg.drop_path is not None and not encoder.startswith("tu-"):
+        model.encoder.reset_drop_path(cfg.drop_path)  # smp's MiT (arch_options checked)
+    if cfg.aux_weight > 0:
+        add_aux_head(model, num_classes)
     if cfg.encoder_weights is not None:
         load_encoder_weights(model, cfg.encoder_weights)
     return model
 
 
-def _construct(cfg: ModelConfig, num_classes: int, hub: bool) -> nn.Module:
+# model.decoder_channels -> smp's arguments; the U-Net family halves it at each of its stages
+_DECODER_WIDTH = {
+    "fpn": ("decoder_pyramid_channels",),  # and its segmentation branch at half that
+    "pspnet": ("psp_out_channels",),
+    "segformer": ("decoder_segmentation_channels",),
+    "dpt": ("decoder_fusion_channels",),
+}
+# model.output_stride: the architectures that take smp's encoder_output_stride, and its values
+OUTPUT_STRIDES = {"deeplabv3": (8, 16), "deeplabv3plus": (8, 16), "pan": (16, 32)}
+
+
+def arch_options(cfg: ModelConfig) -> dict[str, Any]:
+    """smp's keyword arguments for the architecture options of ``cfg`` (``decoder_channels``,
+    ``output_stride``, ``drop_path``); an option the architecture or encoder cannot take is
+    one :class:`BddsegError` naming both and what works."""
+    arch, encoder, kwargs = cfg.arch, cfg.encoder, {}
+    width = cfg.decoder_channels
+    if width is not None:
+        if arch == "linknet":
+            raise BddsegError(
+                "model.decoder_channels: linknet's decoder widths follow its encoder's; "
+                "leave it unset (architectures with a decoder width: "
+                f"{', '.join(a for a in ARCHS if a != 'linknet')})"
+            )
+        if arch in ("unet", "unetplusplus", "manet"):
+            if width % 16:
+                raise BddsegError(
+                    f"model.decoder_channels: {width} must be a multiple of 16 for {arch} "
+                    f"(its five stages halve it: {width}, {width / 2:g}, ..., {width / 16:g})"
+                )
+            kwargs["decoder_channels"] = tuple(width >> i for i in range(5))
+        elif arch == "fpn":
+            kwargs |= {
+                "decoder_pyramid_channels": width,
+                "decoder_segmentation_channels": max(width // 2, 1),
+            }
+        else:
+            kwargs[_DECODER_WIDTH.get(arch, ("decoder_channels",))[0]] = width
+    if cfg.output_stride is not None:
+        valid = OUTPUT_STRIDES.get(arch)
+        if valid is None:
+            raise BddsegError(
+                f"model.output_stride: {arch} has a fixed output stride; it is an option of "
+                f"{', '.join(OUTPUT_STRIDES)} only"
+            )
+        if cfg.output_stride not in valid:
+            raise BddsegError(
+                f"model.output_stride: {arch} takes {' or '.join(map(str, valid))}, "
+                f"not {cfg.output_stride}"
+            )
+        kwargs["encoder_output_stride"] = cfg.output_stride
+    if cfg.drop_path is not None:
+        if encoder.startswith("tu-"):
+            kwargs["drop_path_rate"] = cfg.drop_path
+        elif not encoder.startswith("mit_b"):
+            raise BddsegError(
+                f"model.drop_path: encoder {encoder!r} has no drop path; timm encoders "
+                "('tu-' + a timm name, e.g. tu-convnext_base) and smp's MiT (mit_b0..mit_b5) have"
+            )
+    return kwargs
+
+
+def _construct(
+    cfg: ModelConfig, num_classes: int, hub: bool, options: dict[str, Any] | None = None
+) -> nn.Module:
     import warnings
 
     cls = getattr(_smp(), ARCHS[cfg.arch])
     timm = cfg.encoder.startswith("tu-")
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(options or {})
     if cfg.arch == "dpt":
         # any input whose sides are multiples of two patches, not only the ViT's pretraining
         # size (timm interpolates the position embeddings)
@@ -206,23 +279,107 @@ def check_input_size(model: nn.Module, cfg: ModelConfig, size: tuple[int, int], 
 
 
 def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
-    """Load a local encoder state dict (e.g. torchvision's ``resnet34`` weights).
+    """Load a local encoder state dict: a ``.pth``/``.pt`` file (``torch.save``, loaded with
+    ``weights_only``) or a ``.safetensors`` file (the model hubs' format).
 
-    Keys of a full classifier (``fc.*``) are dropped; any other missing or unexpected key is
-    an error, so a file for another encoder is not silently half-loaded.
+    For smp encoders, e.g. torchvision's ``resnet34`` weights; for ``tu-`` encoders, the timm
+    model's own state dict (``timm.create_model(NAME).state_dict()`` or the hub's
+    ``model.safetensors``). Classifier keys are dropped (``fc.*``; for timm, any key the
+    feature extractor lacks); every encoder weight must be in the file with its shape, so a
+    file for another encoder is not silently half-loaded.
     """
     p = Path(path)
-    state = _torch_load(p, what="encoder weights")
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BddsegError("encoder weights must be a state dict", p)
-    state = {k.removeprefix("encoder."): v for k, v in state.items() if not k.startswith("fc.")}
+    state = _read_state_dict(p)
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    target = model.encoder
+    if hasattr(target, "model") and type(target).__name__ == "TimmUniversalEncoder":
+        target = target.model  # timm's feature extractor: flattens stem.0 to stem_0
+        own = target.state_dict()
+        mapped = {}
+        for key, value in state.items():
+            key = key.removeprefix("model.")
+            head, _, rest = key.partition(".")
+            name = key if key in own else f"{head}_{rest}"
+            if name in own:
+                mapped[name] = value
+        missing = [k for k in own if k not in mapped]
+        if missing:
+            raise BddsegError(
+                f"weights do not fit the encoder: {len(missing)} of its {len(own)} tensors are "
+                f"not in the file (first: {missing[0]!r}); is it for another model?",
+                p,
+            )
+        state = mapped
+    else:
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     try:
-        model.encoder.load_state_dict(state, strict=True)
+        target.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = _state_dict_problem(e)
         raise BddsegError(f"weights do not fit the encoder: {first}", p) from None
+
+
+def _read_state_dict(p: Path) -> dict:
+    if p.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        if not p.is_file():
+            raise BddsegError("encoder weights file not found", p)
+        try:
+            return load_file(p)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise BddsegError(f"not a readable safetensors file ({first_line(e)})", p) from None
+    state = _torch_load(p, what="encoder weights")
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # the official ConvNeXt/Swin releases: {"model": state_dict}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BddsegError("encoder weights must be a state dict (names -> tensors)", p)
+    return state
+
+
+# ---------------------------------------------------------------- auxiliary head
+class AuxHead(nn.Sequential):
+    """The BDD100K zoo's auxiliary head (mmseg's ``FCNHead``, one conv, no input concat):
+    3x3 conv to 256 channels + BN + ReLU, dropout 0.1, 1x1 classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 256):
+        super().__init__(
+            nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.1),
+            nn.Conv2d(channels, num_classes, 1),
+        )
+
+
+def add_aux_head(model: nn.Module, num_classes: int) -> None:
+    """Give ``model`` an :class:`AuxHead` on its encoder's stage-3 features (the second
+    deepest map: stride 16, or 8 in a dilated encoder), as ``model.aux_head``
+    (``model.aux_weight`` weighs its loss).
+
+    In training mode the model then returns ``(logits, aux_logits)``, the auxiliary logits at
+    the feature map's size, as torchvision's segmentation models return ``{"out", "aux"}``;
+    in eval mode (validation, predict, ONNX export) it returns the logits alone and the head
+    does not run.
+    """
+    model.aux_head = AuxHead(model.encoder.out_channels[-2], num_classes)
+    model.encoder.register_forward_hook(_keep_encoder_features)
+    model.register_forward_hook(_add_aux_output)
+
+
+def _keep_encoder_features(encoder: nn.Module, inputs, output) -> None:
+    if encoder.training:  # dpt's encoder returns (features, prefix tokens)
+        encoder.__dict__["_aux_features"] = output[0] if isinstance(output, tuple) else output
+
+
+def _add_aux_output(model: nn.Module, inputs, output):
+    features = model.encoder.__dict__.pop("_aux_features", None)
+    if not model.training or features is None:
+        return output
+    return output, model.aux_head(features[-2])
 
 
 def _state_dict_problem(e: RuntimeError) -> str:
@@ -469,7 +626,10 @@ def load_weights(
 
 __all__ = [
     "ARCHS",
+    "AuxHead",
     "ModelConfig",
+    "add_aux_head",
+    "arch_options",
     "autocast",
     "build_model",
     "check_input_size",

@@ -45,28 +45,42 @@ def onecycle_momentum(step: int, total: int, warmup_pct: float = 0.25, moms=ONEC
     return _cos(lo, end, min(rest, 1.0))
 
 
-def poly_lr(step: int, total: int, lr: float, power: float = 0.9, warmup_steps: int = 0) -> float:
-    """Polynomial decay ``lr * (1 - step / total) ** power`` (DeepLab, mmseg).
+def poly_lr(
+    step: int,
+    total: int,
+    lr: float,
+    power: float = 0.9,
+    warmup_steps: int = 0,
+    warmup_ratio: float = POLY_WARMUP_START,
+    min_lr: float = 0.0,
+) -> float:
+    """Polynomial decay ``(lr - min_lr) * (1 - step / total) ** power + min_lr`` (DeepLab,
+    mmseg's ``poly`` policy with its ``min_lr``).
 
-    With ``warmup_steps``, the first steps are scaled by a factor rising linearly from 1e-3
-    to 1, as mmseg's linear warm-up does.
+    With ``warmup_steps``, the first steps are scaled by a factor rising linearly from
+    ``warmup_ratio`` to 1, as mmseg's linear warm-up does.
     """
-    value = lr * max(1.0 - step / max(total, 1), 0.0) ** power
+    value = (lr - min_lr) * max(1.0 - step / max(total, 1), 0.0) ** power + min_lr
     if step < warmup_steps:
-        value *= POLY_WARMUP_START + (1 - POLY_WARMUP_START) * step / warmup_steps
+        value *= warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
     return value
 
 
 def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
-    """The learning rate for optimizer step ``step`` of ``total`` under ``cfg.schedule``.
+    """The learning rate for optimizer step ``step`` of ``total`` under ``cfg.schedule``
+    (before each parameter group's ``lr_scale``, see :mod:`bddseg.optim`).
 
     ``cfg.warmup_pct`` is the warm-up share for both schedules: cosine warm-up for one-cycle
-    (fastai's default 0.25), linear warm-up for poly (use something small, e.g. 0.01).
+    (fastai's default 0.25), linear warm-up for poly (use something small, e.g. 0.01), where
+    ``cfg.warmup_steps`` (the zoo's 1,500 iterations) overrides it.
     """
     if cfg.schedule == "onecycle":
         return onecycle_lr(step, total, cfg.lr, cfg.warmup_pct)
     if cfg.schedule == "poly":
-        return poly_lr(step, total, cfg.lr, cfg.poly_power, round(cfg.warmup_pct * total))
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_pct * total)
+        return poly_lr(
+            step, total, cfg.lr, cfg.poly_power, warmup, cfg.warmup_ratio, min(cfg.min_lr, cfg.lr)
+        )
     return cfg.lr
 
 
@@ -82,9 +96,10 @@ def momentum_at(step: int, total: int, cfg: OptimConfig) -> float | None:
 
 
 def set_optimizer_hparams(optimizer, lr: float, momentum: float | None) -> None:
-    """Write ``lr`` (and momentum / beta1) into every parameter group."""
+    """Write ``lr`` (times the group's ``lr_scale``, see :mod:`bddseg.optim`) and momentum /
+    beta1 into every parameter group."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
         if momentum is None:
             continue
         if "betas" in group:

@@ -36,10 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from bddseg.config import Config, OptimConfig, RunConfig, save_yaml, to_dict
+from bddseg.config import Config, RunConfig, save_yaml, to_dict
 from bddseg.data import normalize_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.labels import IGNORE_VALUE, NUM_CLASSES_20, UNKNOWN_ID
@@ -57,6 +58,7 @@ from bddseg.model import (
     resolve_precision,
     save_checkpoint,
 )
+from bddseg.optim import build_optimizer
 from bddseg.sampling import seed_everything, step_seed, train_loader
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
 from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer
@@ -211,7 +213,7 @@ def train_one_epoch(run: Run, state: State) -> None:
             state.skipped += skipped
             images, masks = to_device(run, images, masks)
             with fabric.no_backward_sync(model, enabled=k < micro - 1):
-                loss = run.loss_fn(model(images), masks) / micro
+                loss = compute_loss(run, model(images), masks) / micro
                 fabric.backward(loss)
             loss_sum += loss.detach()
         loss_value = check_finite(run, state, loss_sum)
@@ -226,6 +228,17 @@ def train_one_epoch(run: Run, state: State) -> None:
         after_step(run, state, loss_value, lr)
         if state.step >= run.total_steps or state.stopped:
             return
+
+
+def compute_loss(run: Run, output, masks: torch.Tensor) -> torch.Tensor:
+    """The training loss of the model's ``output``: its logits, or with an auxiliary head
+    (``model.aux_weight``) ``(logits, aux_logits)``, whose loss (the aux logits upsampled
+    to the masks) joins weighted by ``aux_weight``, as the zoo's recipes do (0.4)."""
+    if not isinstance(output, tuple):
+        return run.loss_fn(output, masks)
+    logits, aux = output
+    aux = F.interpolate(aux, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    return run.loss_fn(logits, masks) + run.cfg.model.aux_weight * run.loss_fn(aux, masks)
 
 
 @torch.no_grad()
@@ -444,22 +457,6 @@ def _changed_keys(saved: dict, cfg: Config) -> list[str]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW or SGD; no weight decay on biases and norm weights (ndim < 2), as nanoGPT/timm."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if cfg.name == "adamw":
-        # fastai's Adam defaults (beta2 0.99, eps 1e-5) go with its one-cycle recipe
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.99), eps=1e-5)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
-    raise BddsegError(f"unknown optimizer {cfg.name!r} (valid: adamw, sgd)")
-
-
 def build_data(cfg: Config, fabric) -> tuple[Dataset, DataLoader | None]:
     """The train dataset (its loader is made per epoch) and the val loader (rank 0)."""
     from bddseg.data import build_dataset, build_loader
@@ -646,9 +643,20 @@ def checkpoint(run: Run, state: State, training: bool) -> dict:
 
 def describe(run: Run) -> str:
     c = run.cfg
+    extras = [
+        f"{what} {value:g}"
+        for what, value, off in (
+            ("aux head", c.model.aux_weight, 0.0),
+            ("drop path", c.model.drop_path, None),
+            ("layer decay", c.optim.layer_decay, 1.0),
+            ("head lr x", c.optim.head_lr_mult, 1.0),
+        )
+        if value != off
+    ]
     return (
         f"training {c.model.arch}/{c.model.encoder} ({c.num_classes} classes, loss {c.loss.name}, "
-        f"class weights {c.loss.class_weights}) on {len(run.train_data)} images: "
+        f"class weights {c.loss.class_weights}{''.join(', ' + e for e in extras)}) on "
+        f"{len(run.train_data)} images: "
         f"{run.total_steps} steps of {c.optim.batch_size} x {c.optim.accumulate} "
         f"({run.steps_per_epoch} steps/epoch), {c.optim.name} lr {c.optim.lr:g} {c.optim.schedule}, "
         f"{run.fabric.world_size} process(es) on {run.fabric.device}, precision "
