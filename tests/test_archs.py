@@ -271,3 +271,31 @@ def test_zoo_configs_train_on_cpu(config, arch, encoder, synth_root, tmp_path, o
     assert not cfg.model.pretrained and cfg.optim.schedule == "poly"
     with torch.no_grad():
         assert model(torch.zeros(1, 3, 64, 128)).shape == (1, 19, 64, 128)
+
+
+def test_batch_of_one_is_refused_where_batchnorm_sees_a_pooled_map(synth_root, tmp_path):
+    """NEEDS_TWO_PER_BATCH is exactly the architectures that fail a training forward of one
+    image, and training refuses them one image per process in one line, before any step."""
+    from bddseg.model import NEEDS_TWO_PER_BATCH
+    from bddseg.train import train
+
+    failing = []
+    for arch in ARCH_NAMES:
+        model = _build(arch=arch, encoder=ENCODERS[arch]).train()
+        try:
+            model(torch.randn(1, 3, 128, 128))
+        except ValueError as e:
+            assert "Expected more than 1 value per channel" in str(e)
+            failing.append(arch)
+    assert tuple(failing) == NEEDS_TWO_PER_BATCH
+    cfg = from_dict(
+        {
+            "data": {"root": str(synth_root), "crop": [64, 96], "workers": 0},
+            "model": {"arch": "upernet", "encoder": "resnet18", "pretrained": False},
+            "optim": {"batch_size": 1, "max_steps": 1},
+            "run": {"out": str(tmp_path / "run"), "accelerator": "cpu"},
+        }
+    )
+    with pytest.raises(BddsegError, match="upernet normalises a globally pooled map with "
+                       "BatchNorm, which needs 2 or more in training"):  # fmt: skip
+        train(cfg)

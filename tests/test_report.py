@@ -204,7 +204,8 @@ def test_one_run_report(runs, tmp_path):
     assert html.count('src="data:image/png;base64,') == 4
     assert html.count('src="data:image/jpeg;base64,') == 4
     assert "not available" not in html
-    assert "ce (ce, weights=none): official mIoU" in html
+    # the run's architecture and encoder name it (runs of several architectures compared)
+    assert "ce (unet/resnet34, ce, weights=none): official mIoU" in html
 
 
 def test_two_run_report_compares(two_run_html):

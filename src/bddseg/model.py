@@ -127,6 +127,12 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     return model
 
 
+# the architectures whose decoder normalises a globally pooled (1x1) map with BatchNorm: in
+# training they need at least 2 images per process (tests/test_archs.py holds this list to
+# what smp does)
+NEEDS_TWO_PER_BATCH = ("deeplabv3", "deeplabv3plus", "pan", "upernet")
+
+
 # model.decoder_channels -> smp's arguments; the U-Net family halves it at each of its stages
 _DECODER_WIDTH = {
     "fpn": ("decoder_pyramid_channels",),  # and its segmentation branch at half that
@@ -628,6 +634,7 @@ __all__ = [
     "ARCHS",
     "AuxHead",
     "ModelConfig",
+    "NEEDS_TWO_PER_BATCH",
     "add_aux_head",
     "arch_options",
     "autocast",

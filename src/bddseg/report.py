@@ -62,9 +62,11 @@ class Run:
 
     @property
     def label(self) -> str:
-        loss = self.config.get("loss") or {}
+        """``NAME (ARCH/ENCODER, LOSS, weights=W)``: what tells runs apart in a comparison."""
+        loss, model = self.config.get("loss") or {}, self.config.get("model") or {}
+        net = f"{model.get('arch', 'unet')}/{model.get('encoder', 'resnet34')}"
         weights = loss.get("class_weights", "none")
-        return f"{self.name} ({loss.get('name', '?')}, weights={weights})"
+        return f"{self.name} ({net}, {loss.get('name', '?')}, weights={weights})"
 
     @property
     def eval_dir(self) -> Path:

@@ -47,6 +47,7 @@ from bddseg.labels import IGNORE_VALUE, NUM_CLASSES_20, UNKNOWN_ID
 from bddseg.losses import build_loss
 from bddseg.metrics import confusion_matrix, official_metrics
 from bddseg.model import (
+    NEEDS_TWO_PER_BATCH,
     build_model,
     check_input_size,
     load_checkpoint,
@@ -156,6 +157,13 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
     train_data, val_loader = build_data(cfg, fabric)
     loss_fn = build_loss(cfg.loss, cfg.num_classes, load_class_weights(cfg, fabric), IGNORE_VALUE)
     steps_per_epoch, local_batch = epoch_size(len(train_data), cfg, fabric.world_size)
+    if local_batch < 2 and cfg.model.arch in NEEDS_TWO_PER_BATCH:
+        raise BddsegError(
+            f"optim.batch_size {cfg.optim.batch_size} over {fabric.world_size} process(es) "
+            f"gives each 1 image a step; {cfg.model.arch} normalises a globally pooled map "
+            "with BatchNorm, which needs 2 or more in training (set optim.batch_size to "
+            f"{2 * fabric.world_size} or more)"
+        )
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     state = State()
     timer = Timer()
