@@ -119,3 +119,17 @@ def test_which_pairs_are_listed():
         resolve_pairs(["unet", "fpn"], ["a", "b", "c"])
     with pytest.raises(BddsegError, match="no listed model has encoder nope"):
         resolve_pairs(None, ["nope"])
+
+
+def test_recipes_named_in_the_table_train_those_pairs(table):
+    from bddseg.catalog import RECIPES
+    from bddseg.config import load_config
+
+    text, result = table
+    for (arch, encoder), (recipe, _) in RECIPES.items():
+        name, _, flag = recipe.partition(" --encoder ")
+        cfg = load_config(name).model
+        assert cfg.arch == arch
+        assert (flag or cfg.encoder).split(".")[0] == encoder  # tu-NAME.TAG: timm's weights tag
+        assert (arch, encoder) in MODELS
+    assert "bdd100k_upernet_convnext_b (zoo 67.3)" in text

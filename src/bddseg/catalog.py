@@ -61,6 +61,22 @@ MODELS: tuple[tuple[str, str], ...] = (
 )
 
 
+# the pairs a bundled recipe trains (bddseg train --config NAME), with the BDD100K model
+# zoo's val mIoU for its recipe where the zoo has one (configs/README.md); their rows
+# describe the network the recipe builds (its decoder width and output stride)
+RECIPES: dict[tuple[str, str], tuple[str, float | None]] = {
+    ("unet", "resnet34"): ("bdd100k_unet_r34_ce", None),
+    ("upernet", "tu-convnext_tiny"): (
+        "bdd100k_upernet_convnext_b --encoder tu-convnext_tiny.fb_in1k",
+        64.36,
+    ),
+    ("upernet", "tu-convnext_base"): ("bdd100k_upernet_convnext_b", 67.26),
+    ("deeplabv3plus", "resnet50"): ("bdd100k_deeplabv3plus_r50", 63.96),
+    ("deeplabv3plus", "resnet101"): ("bdd100k_deeplabv3plus_r50 --encoder resnet101", 64.49),
+    ("segformer", "mit_b2"): ("bdd100k_segformer_mit_b2", None),
+}
+
+
 def padded_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     """``size`` rounded up to multiples of ``multiple``, as :func:`bddseg.model.model_forward`
     pads it."""
@@ -68,11 +84,25 @@ def padded_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
     return -(-h // multiple) * multiple, -(-w // multiple) * multiple
 
 
+def recipe_options(arch: str, encoder: str) -> dict[str, Any]:
+    """The architecture options (decoder width, output stride) of the bundled recipe that
+    trains this pair (:data:`RECIPES`), so its row describes the network the recipe builds;
+    ``{}`` for other pairs (smp's defaults). The auxiliary head trains only and is left out."""
+    from bddseg.config import load_config
+
+    recipe = RECIPES.get((arch, encoder), (None, None))[0]
+    if recipe is None:
+        return {}
+    model = load_config(recipe.partition(" ")[0]).model
+    return {"decoder_channels": model.decoder_channels, "output_stride": model.output_stride}
+
+
 def _build(arch: str, encoder: str, num_classes: int, device: str) -> nn.Module:
     from bddseg.config import ModelConfig
     from bddseg.model import build_model
 
-    cfg = ModelConfig(arch=arch, encoder=encoder, pretrained=False)
+    options = recipe_options(arch, encoder)
+    cfg = ModelConfig(arch=arch, encoder=encoder, pretrained=False, **options)
     with warnings.catch_warnings(), torch.device(device):
         warnings.simplefilter("ignore")
         return build_model(cfg, num_classes).eval()
@@ -162,6 +192,8 @@ def describe(
         "gflops": round(flops / 2 / 1e9, 2),
         "counted_on": where,
         "onnx": "static only" if arch in NO_DYNAMIC_EXPORT else "dynamic",
+        "recipe": RECIPES.get((arch, encoder), (None, None))[0],
+        "zoo_val_miou": RECIPES.get((arch, encoder), (None, None))[1],
     }
 
 
@@ -325,6 +357,8 @@ def _cells(row: dict[str, Any], measured: bool) -> list[str]:
         str(row["input_multiple"]),
         f"{row['gflops']:.1f}",
         row["onnx"],
+        (row.get("recipe") or "")
+        + (f" (zoo {row['zoo_val_miou']:.1f})" if row.get("zoo_val_miou") else ""),
     ]
     if measured:
         rel = row.get("max_rel_diff")
@@ -338,6 +372,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     h, w = result["size"]
     measured = result["measured"]
     head = ["arch", "encoder", "params M", "multiple", f"GFLOPs {h}x{w}", "ONNX export"]
+    head += ["recipe (zoo val mIoU)"]
     if measured:
         head += ["CPU ms fp32", "CPU ms auto", "ONNX parity (rel diff)"]
     lines = [
@@ -351,7 +386,7 @@ def markdown_table(result: dict[str, Any]) -> str:
             f"CPU: median of one image, torch {result['torch']}, {result['threads']} thread(s); "
             f"auto = {result['precision_auto']}"
         )
-    rule = "|---|---|---:|---:|---:|---|" + ("---:|---:|---|" if measured else "")
+    rule = "|---|---|---:|---:|---:|---|---|" + ("---:|---:|---|" if measured else "")
     lines += ["", "| " + " | ".join(head) + " |", rule]
     lines += ["| " + " | ".join(_cells(r, measured)) + " |" for r in result["rows"]]
     lines += [
