@@ -5,7 +5,9 @@
 #   2. inference at 720x1280 (fp32, channels_last, bf16, channels_last+bf16+compile) at
 #      batches 1, 8 and 16;
 #   3. the loop end to end on the GPU: the demo's cross-entropy recipe on the built-in dataset
-#      (bf16 autocast, channels_last), then `bddseg evaluate` of its best checkpoint on CUDA.
+#      (bf16 autocast, channels_last), then `bddseg evaluate` of its best checkpoint on CUDA;
+#   4. the zoo recipes' architectures against U-Net/ResNet34 (benchmarks/archs.py): training
+#      images/s at 512x1024 batch 8 and 16 (with peak memory), inference at 720x1280 batch 8.
 # Needs a Python with torch (CUDA), bddseg's dependencies and, for the fastai rows, fastai.
 #   OUT=results bash benchmarks/gpu.sh
 set -uo pipefail
@@ -41,4 +43,11 @@ data=$(mktemp -d)
         --split val --out "$data/eval" --device cuda &&
     cp "$data/eval/metrics.json" "$OUT/demo_ce_gpu_metrics.json"
 } 2>&1 | tail -40 | tee "$OUT/demo_gpu.txt"
+
+log "4. the zoo recipes' architectures"
+for b in 8 16; do
+    timeout 300 "$PY" benchmarks/archs.py --device cuda --size 512x1024 --batch $b --steps 10 \
+        --warmup 3 --infer-batch 8 --infer-steps 10 --out "$OUT/archs_b$b.json" 2>&1 |
+        grep -v "Automatic Mixed" | tee "$OUT/archs_b$b.txt"
+done
 log done

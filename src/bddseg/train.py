@@ -239,14 +239,19 @@ def train_one_epoch(run: Run, state: State) -> None:
 
 
 def compute_loss(run: Run, output, masks: torch.Tensor) -> torch.Tensor:
-    """The training loss of the model's ``output``: its logits, or with an auxiliary head
+    """The training loss of the model's ``output`` (see :func:`loss_with_aux`)."""
+    return loss_with_aux(run.loss_fn, output, masks, run.cfg.model.aux_weight)
+
+
+def loss_with_aux(loss_fn, output, masks: torch.Tensor, aux_weight: float) -> torch.Tensor:
+    """``loss_fn`` of the model's ``output``: its logits, or with an auxiliary head
     (``model.aux_weight``) ``(logits, aux_logits)``, whose loss (the aux logits upsampled
     to the masks) joins weighted by ``aux_weight``, as the zoo's recipes do (0.4)."""
     if not isinstance(output, tuple):
-        return run.loss_fn(output, masks)
+        return loss_fn(output, masks)
     logits, aux = output
     aux = F.interpolate(aux, size=masks.shape[-2:], mode="bilinear", align_corners=False)
-    return run.loss_fn(logits, masks) + run.cfg.model.aux_weight * run.loss_fn(aux, masks)
+    return loss_fn(logits, masks) + aux_weight * loss_fn(aux, masks)
 
 
 @torch.no_grad()
