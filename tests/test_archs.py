@@ -116,7 +116,11 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCH_NAMES)
-def test_train_step_and_predict(arch, trained):
+def test_train_step_evaluate_and_predict(arch, trained, synth_root, tmp_path):
+    """One training step, then every route downstream: evaluate --checkpoint, predict with
+    TTA and a sliding window, load_predictor."""
+    import bddseg
+    from bddseg.evaluate import evaluate_checkpoint
     from bddseg.model import model_from_checkpoint
     from bddseg.predictor import Predictor
 
@@ -125,9 +129,18 @@ def test_train_step_and_predict(arch, trained):
     assert (cfg.model.arch, cfg.model.encoder) == (arch, ENCODERS[arch])
     assert input_multiple(model) == MULTIPLES[arch]
     predictor = Predictor.from_checkpoint(ckpt, "cpu", precision="32-true")
-    mask = predictor.predict(_image(75, 101))  # odd sides: padded to the multiple, cropped back
+    image = _image(75, 101)  # odd sides: padded to the multiple, cropped back
+    mask = predictor.predict(image)
     assert mask.shape == (75, 101) and mask.dtype == np.uint8
     assert set(np.unique(mask).tolist()) <= set(range(19)) | {255}
+    for options in ({"tta": "flip+scales"}, {"window": (64, 64)}):
+        other = Predictor.from_checkpoint(ckpt, "cpu", precision="32-true", **options)
+        assert other.predict(image).shape == (75, 101), options
+    assert np.array_equal(bddseg.load_predictor(ckpt, precision="32-true").predict(image), mask)
+    result = evaluate_checkpoint(
+        ckpt, synth_root, tmp_path / "eval", precision="32-true", plots=False, progress=False
+    )
+    assert 0.0 <= result["official"]["miou"] <= 1.0 and result["num_images"] == 6
 
 
 @pytest.mark.slow
