@@ -22,7 +22,6 @@ import re
 import shutil
 import socket
 import stat
-import sys
 import time
 import urllib.parse
 import zipfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_write_text
 
 DEFAULT_BASE_URL = "https://dl.cv.ethz.ch/bdd100k/data/"
@@ -209,7 +208,7 @@ def fetch(
                 raise BddsegError(
                     f"cannot download ({e}) after {failures} attempts; {_MIRROR_HINT}", url
                 ) from None
-            print(f"{part.name}: {e}; retrying from byte {now}", file=sys.stderr)
+            warn(f"{part.name}: {e}; retrying from byte {now}")
             time.sleep(retry_wait * 2 ** (failures - 1))
 
 
