@@ -262,7 +262,8 @@ def test_the_optimizer_follows_the_schedule(synth_root, tmp_path):
 
 
 # ---------------------------------------------------------------- hub weights
-def test_missing_hub_names_both_ways_out(tmp_path, synth_root):
+@pytest.mark.parametrize("encoder", ["resnet34", "tu-convnext_atto"])  # smp's hub, timm's
+def test_missing_hub_names_both_ways_out(tmp_path, synth_root, encoder):
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -278,6 +279,8 @@ def test_missing_hub_names_both_ways_out(tmp_path, synth_root):
         "1",
         "--accelerator",
         "cpu",
+        "--encoder",
+        encoder,
     ]
     done = _bddseg(["train", *args], env, timeout=120)
     assert done.returncode == 2, done.stderr
