@@ -26,8 +26,9 @@ import torch
 from bddseg.bench import time_forward
 from bddseg.config import load_config, override
 from bddseg.losses import build_loss
-from bddseg.model import build_model, model_forward, resolve_precision
+from bddseg.model import build_model, model_forward
 from bddseg.optim import build_optimizer
+from bddseg.precision import resolve_precision
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
 from bddseg.train import loss_with_aux, set_torch_flags, setup_fabric
 

@@ -1,8 +1,7 @@
-"""Tests for bddseg.model: building, padding to 32, precision, checkpoints."""
+"""Tests for bddseg.model: building, padding to 32, checkpoints."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 
 import pytest
@@ -12,16 +11,12 @@ from torch import nn
 from bddseg.config import Config, ModelConfig, to_dict
 from bddseg.errors import BddsegError
 from bddseg.model import (
-    autocast,
     build_model,
-    cpu_bf16_native,
     forward_padded,
     load_checkpoint,
     load_weights,
     model_from_checkpoint,
     pad_to_multiple,
-    precision_note,
-    resolve_precision,
     save_checkpoint,
 )
 
@@ -79,45 +74,6 @@ def test_forward_padded_runs_at_a_multiple_of_32_and_crops_back():
         out = forward_padded(model, x)
         assert out.shape == (2, 4, 45, 81) and model.sizes == [(64, 96)]
         torch.testing.assert_close(out, model.conv(x))
-
-
-# ---------------------------------------------------------------- precision
-@pytest.fixture()
-def cpu_bf16(monkeypatch):
-    """Set ``BDDSEG_CPU_BF16`` and forget the cached detection (also afterwards)."""
-
-    def force(value: str) -> None:
-        monkeypatch.setenv("BDDSEG_CPU_BF16", value)
-        cpu_bf16_native.cache_clear()
-
-    cpu_bf16_native.cache_clear()
-    yield force
-    cpu_bf16_native.cache_clear()
-
-
-def test_auto_precision_follows_the_cpu(cpu_bf16):
-    cpu_bf16("1")
-    assert cpu_bf16_native() == "BDDSEG_CPU_BF16=1"
-    assert resolve_precision("auto", "cpu") == "bf16-mixed"
-    assert precision_note("auto", "cpu") == "bf16-mixed (auto: this CPU has BDDSEG_CPU_BF16=1)"
-    ctx = autocast("auto", "cpu")
-    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
-    cpu_bf16("0")
-    assert cpu_bf16_native() is None
-    assert resolve_precision("auto", "cpu") == "32-true"
-    assert precision_note("auto", "cpu") == "32-true (auto: this CPU would emulate bf16)"
-    assert isinstance(autocast("auto", "cpu"), contextlib.nullcontext)
-
-
-def test_explicit_and_gpu_precisions(cpu_bf16):
-    cpu_bf16("0")
-    for precision in ("32-true", "bf16-mixed", "16-mixed"):
-        assert resolve_precision(precision, "cpu") == precision
-        assert precision_note(precision, "cpu") == precision
-    assert resolve_precision("auto", "cuda:1") == resolve_precision("auto", "gpu") == "bf16-mixed"
-    assert autocast("16-mixed", "cpu").fast_dtype == torch.float16
-    with pytest.raises(BddsegError, match="unknown precision 'fp8' \\(valid: auto, 32-true"):
-        resolve_precision("fp8")
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -1,4 +1,5 @@
-"""bf16 on CPU changes no result beyond noise (issue 14): the demo recipe, shortened.
+"""bddseg.precision: what ``auto`` resolves to, and that bf16 on CPU changes no result beyond
+noise (issue 14): the demo recipe, shortened.
 
 ``precision: auto`` runs bf16 autocast on a CPU with AMX or AVX-512 BF16 (both CI machine
 kinds have one). Here the demo recipe (U-Net/ResNet34 from random weights, 128x224, AdamW
@@ -13,20 +14,63 @@ bf16 with the first; then:
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 
 from bddseg.demo import demo_config
-from bddseg.model import cpu_bf16_native, resolve_precision
+from bddseg.errors import BddsegError
+from bddseg.precision import autocast, cpu_bf16_native, precision_note, resolve_precision
 from bddseg.predictor import Predictor
 from bddseg.synth import make_dataset
 from bddseg.train import train
 
-pytestmark = pytest.mark.slow
-
 STEPS = 60
 MIN_SPREAD = 0.03
+
+
+# ---------------------------------------------------------------- which precision auto is
+@pytest.fixture()
+def cpu_bf16(monkeypatch):
+    """Set ``BDDSEG_CPU_BF16`` and forget the cached detection (also afterwards)."""
+
+    def force(value: str) -> None:
+        monkeypatch.setenv("BDDSEG_CPU_BF16", value)
+        cpu_bf16_native.cache_clear()
+
+    cpu_bf16_native.cache_clear()
+    yield force
+    cpu_bf16_native.cache_clear()
+
+
+def test_auto_precision_follows_the_cpu(cpu_bf16):
+    cpu_bf16("1")
+    assert cpu_bf16_native() == "BDDSEG_CPU_BF16=1"
+    assert resolve_precision("auto", "cpu") == "bf16-mixed"
+    assert precision_note("auto", "cpu") == "bf16-mixed (auto: this CPU has BDDSEG_CPU_BF16=1)"
+    ctx = autocast("auto", "cpu")
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    cpu_bf16("0")
+    assert cpu_bf16_native() is None
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert precision_note("auto", "cpu") == "32-true (auto: this CPU would emulate bf16)"
+    assert isinstance(autocast("auto", "cpu"), contextlib.nullcontext)
+
+
+def test_explicit_and_gpu_precisions(cpu_bf16):
+    cpu_bf16("0")
+    for precision in ("32-true", "bf16-mixed", "16-mixed"):
+        assert resolve_precision(precision, "cpu") == precision
+        assert precision_note(precision, "cpu") == precision
+    assert resolve_precision("auto", "cuda:1") == resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert autocast("16-mixed", "cpu").fast_dtype == torch.float16
+    with pytest.raises(BddsegError, match="unknown precision 'fp8' \\(valid: auto, 32-true"):
+        resolve_precision("fp8")
+
+
+# ---------------------------------------------------------------- the demo recipe in bf16
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +121,7 @@ def test_auto_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
         cpu_bf16_native.cache_clear()
 
 
+@pytest.mark.slow
 def test_bf16_inference_masks_agree_with_fp32(runs, demo_root):
     best = runs[("32-true", 0)].run_dir / "best.pt"
     fp32 = Predictor.from_checkpoint(best, precision="32-true")
@@ -92,6 +137,7 @@ def test_bf16_inference_masks_agree_with_fp32(runs, demo_root):
     assert agreement >= 0.99
 
 
+@pytest.mark.slow
 def test_bf16_training_within_seed_spread(runs):
     fp32 = [runs[("32-true", s)].best_miou for s in (0, 1)]
     bf16 = runs[("bf16-mixed", 0)].best_miou

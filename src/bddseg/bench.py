@@ -161,7 +161,8 @@ def run_inference_bench(
     from bddseg.config import ModelConfig
     from bddseg.export import export_onnx
     from bddseg.files import atomic_write_text
-    from bddseg.model import build_model, model_from_checkpoint, precision_note, save_checkpoint
+    from bddseg.model import build_model, model_from_checkpoint, save_checkpoint
+    from bddseg.precision import precision_note
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"

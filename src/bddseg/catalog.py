@@ -201,7 +201,8 @@ def _latency(model: nn.Module, size: tuple[int, int], runs: int) -> dict[str, An
     """Median ms of one image of ``size`` through :func:`bddseg.model.model_forward` in fp32
     and in what ``precision: auto`` resolves to here (after one warm-up call)."""
     from bddseg.bench import time_forward
-    from bddseg.model import model_forward, resolve_precision
+    from bddseg.model import model_forward
+    from bddseg.precision import resolve_precision
 
     auto = resolve_precision("auto", "cpu")
     x = torch.randn(1, 3, *size)
@@ -320,7 +321,7 @@ def model_table(
 ) -> dict[str, Any]:
     """:func:`describe` each pair (default :data:`MODELS`), and :func:`measure` it when
     ``measured``; ``echo`` gets one progress line per measured row."""
-    from bddseg.model import precision_note
+    from bddseg.precision import precision_note
 
     rows = []
     for arch, encoder in pairs or MODELS:

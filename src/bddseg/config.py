@@ -36,7 +36,7 @@ Arch = Literal[
 ]  # fmt: skip
 ARCH_NAMES: tuple[str, ...] = typing.get_args(Arch)
 # auto: bf16-mixed on a GPU and on a CPU that computes bf16 natively, 32-true elsewhere
-# (bddseg.model.resolve_precision)
+# (bddseg.precision.resolve_precision)
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 # test-time augmentation of evaluate and predict: name -> (scales, with horizontal flips)

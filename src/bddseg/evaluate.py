@@ -283,7 +283,7 @@ def evaluate_checkpoint(
         tta: ``none``, ``flip`` (mean softmax of the image and its mirror) or ``flip+scales``
             (also at scales 0.75 and 1.25).
         precision: ``auto`` (bf16 autocast on a GPU or a CPU with native bf16, see
-            :func:`bddseg.model.resolve_precision`), ``32-true`` or ``bf16-mixed``.
+            :func:`bddseg.precision.resolve_precision`), ``32-true`` or ``bf16-mixed``.
         keep_unknown: a 20-class model's ``unknown`` wins where it is the argmax (the original
             project's 20-class view; a miss in the official one), see
             :func:`bddseg.predictor.to_class_map`.

@@ -12,12 +12,9 @@ A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import zipfile
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bddseg.config import PRECISIONS, Config, ModelConfig, from_dict, to_dict
+from bddseg.config import Config, ModelConfig, from_dict, to_dict
 from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
+from bddseg.precision import autocast
 
 CHECKPOINT_FORMAT = "bddseg"
 CHECKPOINT_VERSION = 1
@@ -346,6 +344,14 @@ def _read_state_dict(p: Path) -> dict:
     return state
 
 
+def _state_dict_problem(e: RuntimeError) -> str:
+    """The first specific line of a ``load_state_dict`` error (its first line is only "Error(s)
+    in loading state_dict for Unet:"), shortened."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
+    return detail if len(detail) <= 200 else detail[:197] + "..."
+
+
 # ---------------------------------------------------------------- auxiliary head
 class AuxHead(nn.Sequential):
     """The BDD100K zoo's auxiliary head (mmseg's ``FCNHead``, one conv, no input concat):
@@ -386,14 +392,6 @@ def _add_aux_output(model: nn.Module, inputs, output):
     if not model.training or features is None:
         return output
     return output, model.aux_head(features[-2])
-
-
-def _state_dict_problem(e: RuntimeError) -> str:
-    """The first specific line of a ``load_state_dict`` error (its first line is only "Error(s)
-    in loading state_dict for Unet:"), shortened."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else lines[0]
-    return detail if len(detail) <= 200 else detail[:197] + "..."
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 32, value: float = 0.0) -> torch.Tensor:
@@ -445,77 +443,6 @@ def model_forward(
 
     forward.model = model  # type: ignore[attr-defined]  # for callers that want the module
     return forward
-
-
-# ---------------------------------------------------------------- precision
-@cache
-def cpu_bf16_native() -> str | None:
-    """The instruction set that computes bfloat16 natively on this CPU (``"AMX"`` or
-    ``"AVX-512 BF16"``), or ``None`` where oneDNN would emulate bf16 (slower than fp32).
-
-    Measured (benchmarks/RESULTS.md): U-Net/ResNet34 training steps 1.5x (Intel AMX) and 1.8x
-    (AMD AVX-512 BF16) faster under bf16 autocast than fp32. ``BDDSEG_CPU_BF16=0`` or ``1``
-    overrides the detection.
-    """
-    forced = os.environ.get("BDDSEG_CPU_BF16")
-    if forced in ("0", "1"):
-        return "BDDSEG_CPU_BF16=1" if forced == "1" else None
-    try:
-        if torch.cpu._is_amx_tile_supported():
-            return "AMX"
-        if torch.cpu._is_avx512_bf16_supported():
-            return "AVX-512 BF16"
-        return None
-    except AttributeError:  # private API moved: read the flags the kernel reports
-        try:
-            flags = set(Path("/proc/cpuinfo").read_text().split())
-        except OSError:
-            return None
-        return "AMX" if "amx_bf16" in flags else "AVX-512 BF16" if "avx512_bf16" in flags else None
-
-
-def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
-    """``auto`` -> what runs fastest without changing results beyond noise: ``bf16-mixed`` on
-    a CUDA GPU and on a CPU with native bf16 (:func:`cpu_bf16_native`), else ``32-true``.
-    Training, ``evaluate``, ``predict`` and ``bench`` all decide through this. ``device`` is
-    a torch device or an accelerator name (``auto``, ``cpu``, ``cuda``, ``gpu``, ``mps``)."""
-    if precision not in PRECISIONS:
-        raise BddsegError(f"unknown precision {precision!r} (valid: {', '.join(PRECISIONS)})")
-    if precision != "auto":
-        return precision
-    kind = str(device).split(":")[0]
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind in ("cuda", "gpu"):
-        return "bf16-mixed"
-    return "bf16-mixed" if kind == "cpu" and cpu_bf16_native() else "32-true"
-
-
-def precision_note(precision: str, device: str | torch.device = "cpu") -> str:
-    """One phrase saying what ``precision`` resolves to on ``device`` and why."""
-    chosen = resolve_precision(precision, device)
-    if precision != "auto":
-        return chosen
-    kind = str(device).split(":")[0]
-    cpu = kind == "cpu" or (kind == "auto" and not torch.cuda.is_available())
-    if not cpu:
-        return f"{chosen} (auto)"
-    native = cpu_bf16_native()
-    why = f"this CPU has {native}" if native else "this CPU would emulate bf16"
-    return f"{chosen} (auto: {why})"
-
-
-def autocast(
-    precision: str, device: str | torch.device = "cpu"
-) -> contextlib.AbstractContextManager:
-    """The autocast context for ``precision`` (``auto`` resolved for ``device``): bf16 or
-    fp16 autocast for the mixed precisions, nothing for the others."""
-    device = torch.device(device)
-    chosen = resolve_precision(precision, device)
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(chosen)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype)
 
 
 def make_checkpoint(
@@ -637,10 +564,8 @@ __all__ = [
     "NEEDS_TWO_PER_BATCH",
     "add_aux_head",
     "arch_options",
-    "autocast",
     "build_model",
     "check_input_size",
-    "cpu_bf16_native",
     "forward_padded",
     "input_multiple",
     "load_checkpoint",
@@ -651,7 +576,5 @@ __all__ = [
     "model_num_classes",
     "model_from_checkpoint",
     "pad_to_multiple",
-    "precision_note",
-    "resolve_precision",
     "save_checkpoint",
 ]

@@ -204,7 +204,7 @@ class Predictor:
         **options: Any,
     ) -> Predictor:
         """A PyTorch predictor at ``precision`` (``auto``: bf16 autocast on a GPU or a CPU with
-        native bf16, see :func:`bddseg.model.resolve_precision`; ``32-true``). Images are
+        native bf16, see :func:`bddseg.precision.resolve_precision`; ``32-true``). Images are
         taken at the scale the model was trained at (``input_size``: the config's
         ``data.base_size`` unless given)."""
         from bddseg.model import model_forward, model_from_checkpoint, model_num_classes

@@ -55,11 +55,10 @@ from bddseg.model import (
     make_checkpoint,
     model_forward,
     model_num_classes,
-    precision_note,
-    resolve_precision,
     save_checkpoint,
 )
 from bddseg.optim import build_optimizer
+from bddseg.precision import precision_note, resolve_precision
 from bddseg.sampling import seed_everything, step_seed, train_loader
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
 from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer
@@ -414,7 +413,7 @@ def set_torch_flags(r: RunConfig) -> None:
 
 def setup_fabric(cfg: Config):
     """A Fabric for ``cfg.run``: DDP when more than one process; ``precision: auto`` as
-    :func:`bddseg.model.resolve_precision` decides (bf16 on a GPU or a CPU with native bf16).
+    :func:`bddseg.precision.resolve_precision` decides (bf16 on a GPU or a CPU with native bf16).
     Sets no global flags (see :func:`set_torch_flags`)."""
     from lightning_fabric import Fabric
 
