@@ -76,7 +76,7 @@ class ModelConfig:
     # the architecture's own options (bddseg.model.build_model maps them to smp's arguments);
     # None keeps smp's default
     decoder_channels: int | None = None  # decoder width (U-Net family: its widest stage)
-    output_stride: int | None = None  # 8 or 16: deeplabv3 (8), deeplabv3plus (16), pan (16)
+    output_stride: int | None = None  # deeplabv3(plus): 8 or 16 (default 8, 16); pan: 16 or 32
     # stochastic depth of the encoder's blocks, rising linearly to this rate (timm "tu-"
     # encoders and smp's MiT; None: the encoder's default, 0 for timm, 0.1 for MiT)
     drop_path: float | None = None

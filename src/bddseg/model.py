@@ -131,12 +131,12 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
 NEEDS_TWO_PER_BATCH = ("deeplabv3", "deeplabv3plus", "pan", "upernet")
 
 
-# model.decoder_channels -> smp's arguments; the U-Net family halves it at each of its stages
+# model.decoder_channels -> smp's argument where it is not "decoder_channels" (the U-Net
+# family halves it at each of its stages; FPN's segmentation branch is half its pyramid)
 _DECODER_WIDTH = {
-    "fpn": ("decoder_pyramid_channels",),  # and its segmentation branch at half that
-    "pspnet": ("psp_out_channels",),
-    "segformer": ("decoder_segmentation_channels",),
-    "dpt": ("decoder_fusion_channels",),
+    "pspnet": "psp_out_channels",
+    "segformer": "decoder_segmentation_channels",
+    "dpt": "decoder_fusion_channels",
 }
 # model.output_stride: the architectures that take smp's encoder_output_stride, and its values
 OUTPUT_STRIDES = {"deeplabv3": (8, 16), "deeplabv3plus": (8, 16), "pan": (16, 32)}
@@ -168,7 +168,7 @@ def arch_options(cfg: ModelConfig) -> dict[str, Any]:
                 "decoder_segmentation_channels": max(width // 2, 1),
             }
         else:
-            kwargs[_DECODER_WIDTH.get(arch, ("decoder_channels",))[0]] = width
+            kwargs[_DECODER_WIDTH.get(arch, "decoder_channels")] = width
     if cfg.output_stride is not None:
         valid = OUTPUT_STRIDES.get(arch)
         if valid is None:

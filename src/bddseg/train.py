@@ -220,7 +220,8 @@ def train_one_epoch(run: Run, state: State) -> None:
             state.skipped += skipped
             images, masks = to_device(run, images, masks)
             with fabric.no_backward_sync(model, enabled=k < micro - 1):
-                loss = compute_loss(run, model(images), masks) / micro
+                output = model(images)  # (logits, aux logits) with an auxiliary head
+                loss = loss_with_aux(run.loss_fn, output, masks, cfg.model.aux_weight) / micro
                 fabric.backward(loss)
             loss_sum += loss.detach()
         loss_value = check_finite(run, state, loss_sum)
@@ -235,11 +236,6 @@ def train_one_epoch(run: Run, state: State) -> None:
         after_step(run, state, loss_value, lr)
         if state.step >= run.total_steps or state.stopped:
             return
-
-
-def compute_loss(run: Run, output, masks: torch.Tensor) -> torch.Tensor:
-    """The training loss of the model's ``output`` (see :func:`loss_with_aux`)."""
-    return loss_with_aux(run.loss_fn, output, masks, run.cfg.model.aux_weight)
 
 
 def loss_with_aux(loss_fn, output, masks: torch.Tensor, aux_weight: float) -> torch.Tensor:
