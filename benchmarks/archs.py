@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 
-from bddseg.bench import time_forward
+from bddseg.bench import device_name, time_forward
 from bddseg.config import load_config, override
 from bddseg.losses import build_loss
 from bddseg.model import build_model, model_forward
@@ -134,11 +133,7 @@ def main() -> None:
     p.add_argument("--infer-steps", type=int, default=20)
     p.add_argument("--out", help="write the results as JSON")
     args = p.parse_args()
-    machine = (
-        torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    )
+    machine = f"{device_name(torch.device(args.device))}, {torch.get_num_threads()} threads"
     print(
         f"train {args.size[0]}x{args.size[1]} batch {args.batch}, infer "
         f"{args.infer_size[0]}x{args.infer_size[1]} batch {args.infer_batch}; {machine}; "
@@ -157,6 +152,7 @@ def main() -> None:
         "\n| recipe | arch / encoder | params M | precision | train img/s | infer img/s |"
         + (" vs U-Net/R34 train, infer |" if base else "")
     )
+    print("|---|---|---:|---|---:|---:|" + ("---|" if base else ""))
     for recipe, r in results.items():
         ratio = ""
         if base:

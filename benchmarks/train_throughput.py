@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from collections.abc import Callable
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bddseg.bench import device_name
 from bddseg.config import LossConfig, ModelConfig, from_dict
 from bddseg.losses import build_loss
 from bddseg.model import build_model
@@ -158,11 +158,7 @@ def main() -> None:
     p.add_argument("--out", help="write the results as JSON")
     args = p.parse_args()
     args.size = tuple(int(v) for v in args.size.lower().split("x"))
-    machine = (
-        torch.cuda.get_device_name()
-        if args.device == "cuda"
-        else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    )
+    machine = f"{device_name(torch.device(args.device))}, {torch.get_num_threads()} threads"
     print(
         f"{args.size[0]}x{args.size[1]}, batch {args.batch}, {args.steps} steps after {args.warmup}; {machine}; torch {torch.__version__}"
     )

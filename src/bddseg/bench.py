@@ -29,7 +29,8 @@ from bddseg.errors import BddsegError, first_line
 VARIANTS = ("fp32", "channels_last", "bf16", "compile", "onnxruntime", "cl+bf16+compile")
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (``/proc/cpuinfo``) and logical core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or "CPU"
@@ -198,7 +199,7 @@ def run_inference_bench(
         finally:
             torch.set_num_threads(old_threads)
     result = {
-        "device": _device_name(dev),
+        "device": device_name(dev),
         "torch": torch.__version__,
         "threads": threads or old_threads,
         "size": [height, width],
@@ -248,4 +249,4 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["VARIANTS", "markdown_table", "run_inference_bench", "time_forward"]
+__all__ = ["VARIANTS", "device_name", "markdown_table", "run_inference_bench", "time_forward"]
