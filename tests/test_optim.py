@@ -48,6 +48,24 @@ def test_convnext_stages_get_the_zoo_stage_wise_rates():
     assert all(g["weight_decay"] == 0 for g in groups for p in g["params"] if p.ndim < 2)
 
 
+@pytest.mark.parametrize(
+    ("encoder", "stage"),
+    [
+        ("tu-swin_tiny_patch4_window7_224", "encoder.model.layers_{}.blocks.0.attn.qkv.weight"),
+        ("tu-efficientnet_b0", "encoder.model.blocks.{}.0.conv_pw.weight"),
+    ],
+)
+def test_levels_of_channels_last_and_squeeze_excitation_encoders(encoder, stage):
+    """Swin's NHWC maps and EfficientNet's pooled 1x1 squeeze-and-excitation maps do not
+    collapse the stages into one or two levels."""
+    model = build_model(ModelConfig(arch="upernet", encoder=encoder, pretrained=False), 19)
+    levels = encoder_levels(model)
+    if "swin" in encoder:
+        assert [levels[stage.format(i)] for i in range(4)] == [1, 2, 3, 4]
+    else:  # the first conv of blocks 1, 2, 3, 4, 6 reads strides 2, 4, 8, 16, 32
+        assert [levels[stage.format(i)] for i in (1, 2, 3, 4, 6)] == [1, 2, 3, 4, 5]
+
+
 def test_without_decays_two_groups_in_the_old_order(unet):
     """No layer decay: the decayed and the not-decayed group, in that order (what earlier
     versions built, so their last.pt checkpoints resume)."""

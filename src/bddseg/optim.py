@@ -18,7 +18,9 @@ level above the deepest, at the full lr (times ``optim.head_lr_mult``), and a pa
 this is mmseg's ``stage_wise`` decay (rate 0.9: 0.9 ** 5 for the stem, ** 4 .. ** 1 for the
 stages) but for the stem's norm and the downsampling layers, one level lower here. Levels
 are strides, so a dilated encoder's stages at one stride share one rate, and so do a ViT's
-blocks.
+blocks. Swin's channels-last maps count as maps; squeeze-and-excitation's pooled 1x1 maps do
+not. The test image is 256x256 (or the timm model's own size where it takes only that, as
+Swin does).
 """
 
 from __future__ import annotations
@@ -29,51 +31,83 @@ import torch
 from torch import nn
 
 from bddseg.config import OptimConfig
-from bddseg.errors import BddsegError
+from bddseg.errors import BddsegError, first_line
 
 
 def encoder_levels(model: nn.Module) -> dict[str, int]:
     """``{parameter name: level}`` for the encoder's parameters of an smp ``model`` (names as
-    in ``model.named_parameters()``), by the largest output stride reached when each runs
-    (see the module docstring). Parameters that never run get the deepest level."""
+    in ``model.named_parameters()``), by the stride of the feature map each reads (see the
+    module docstring). Parameters that never run get the deepest level.
+
+    Raises:
+        BddsegError: the encoder cannot run on a square test image of any size tried.
+    """
     from bddseg.model import input_multiple
 
     encoder = model.encoder
-    side = max(64, 2 * input_multiple(model))
-    reached = [1]  # the largest stride so far
-    level_of: dict[nn.Module, int] = {}
-
-    def hook(module, inputs, output):
-        # the map the module reads (a downsampling conv belongs to the level it reads; a
-        # MiT attention's spatial-reduction conv must not count), else the one it writes
-        for x in (inputs, output):
-            x = x[0] if isinstance(x, tuple | list) and x else x
-            if isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[-1] > 0:
-                reached[0] = max(reached[0], round(side / x.shape[-1]))
-                break
-        if module not in level_of:
-            level_of[module] = round(math.log2(reached[0]))
-
-    owners = [m for m in encoder.modules() if any(True for _ in m.parameters(recurse=False))]
-    handles = [m.register_forward_hook(hook) for m in owners]
-    was_training = encoder.training
-    try:
-        encoder.eval()
-        with torch.no_grad():
-            encoder(torch.zeros(1, 3, side, side))
-    finally:
-        encoder.train(was_training)
-        for h in handles:
-            h.remove()
+    timm_model = getattr(encoder, "model", None)
+    native = (getattr(timm_model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))
+    sides = dict.fromkeys((max(256, 2 * input_multiple(model)), native[-1]))  # Swin: its own
+    problem = None
+    for side in sides:
+        try:
+            log2_stride = _log2_strides(encoder, side)
+            break
+        except Exception as e:  # an input size this encoder refuses: try the next
+            problem = first_line(e)
+    else:
+        raise BddsegError(f"optim.layer_decay: cannot find the encoder's levels ({problem})")
     # consecutive levels: strides 1, 4, 8, 16, 32 (a ConvNeXt) are levels 0, 1, 2, 3, 4
-    rank = {stride: i for i, stride in enumerate(sorted(set(level_of.values())))}
+    rank = {v: i for i, v in enumerate(sorted(set(log2_stride.values())))}
     deepest = len(rank) - 1
     levels = {}
     for name, module in encoder.named_modules():
         for pname, _ in module.named_parameters(prefix=name, recurse=False):
-            level = level_of.get(module)
+            level = log2_stride.get(module)
             levels[f"encoder.{pname}"] = deepest if level is None else rank[level]
     return levels
+
+
+def _log2_strides(encoder: nn.Module, side: int) -> dict[nn.Module, int]:
+    """log2 of the largest stride reached when each parameter-owning module of ``encoder``
+    first runs, in one eval-mode forward of a ``side`` x ``side`` image."""
+    reached = [1]  # the largest stride so far
+    found: dict[nn.Module, int] = {}
+
+    def hook(module, inputs, output):
+        # the map the module reads (a downsampling conv belongs to the level it reads; a
+        # MiT attention's spatial-reduction conv must not count), else the one it writes;
+        # globally pooled 1x1 maps (squeeze-and-excitation) have no stride. The image is
+        # square, so a map's two equal dims are its sides: NCHW, or NHWC as in Swin
+        for x in (inputs, output):
+            x = x[0] if isinstance(x, tuple | list) and x else x
+            if not isinstance(x, torch.Tensor) or x.ndim != 4:
+                continue
+            if x.shape[-1] == x.shape[-2]:
+                width = x.shape[-1]  # NCHW
+            elif x.shape[1] == x.shape[2]:
+                width = x.shape[2]  # NHWC
+            else:
+                continue
+            if width > 1:
+                reached[0] = max(reached[0], round(side / width))
+                break
+        if module not in found:
+            found[module] = round(math.log2(reached[0]))
+
+    owners = [m for m in encoder.modules() if any(True for _ in m.parameters(recurse=False))]
+    handles = [m.register_forward_hook(hook) for m in owners]
+    was_training = encoder.training
+    device = next(encoder.parameters()).device
+    try:
+        encoder.eval()
+        with torch.no_grad():
+            encoder(torch.zeros(1, 3, side, side, device=device))
+    finally:
+        encoder.train(was_training)
+        for h in handles:
+            h.remove()
+    return found
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict]:
