@@ -153,6 +153,34 @@ def test_resume_is_bit_identical(synth_root, tmp_path, monkeypatch):
             assert [r[key] for r in rows] == [r[key] for r in a_rows], key
 
 
+class Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it in the step runs (not an Exception subclass,
+    so no handler in the loop catches it)."""
+
+
+def test_killed_right_after_a_checkpoint_the_log_keeps_every_row(synth_root, tmp_path, monkeypatch):
+    """A kill that lands just after last.pt is written loses no row of log.csv: each step's
+    row is written before its checkpoint, so the resumed run's log has every step."""
+    import bddseg.train as train_module
+
+    steps = {"optim.max_steps": 4, "run.val_every": 100, "run.checkpoint_every": 1}
+    save = train_module.save_checkpoint
+
+    def save_then_die(path, ckpt):
+        save(path, ckpt)
+        if ckpt["step"] == 2:
+            raise Killed
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    run = tiny(synth_root, tmp_path / "run", **steps)
+    with pytest.raises(Killed):
+        train(run)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+    monkeypatch.setattr(train_module, "save_checkpoint", save)
+    train(override(run, **{"run.resume": True}))
+    assert [r["step"] for r in read_log(tmp_path / "run")] == ["1", "2", "3", "4"]
+
+
 @pytest.mark.slow
 def test_zoo_options_resume_bit_identically(synth_root, tmp_path):
     """The zoo's levers (aux head, layer-wise lr decay, drop path, SGD + poly with warm-up

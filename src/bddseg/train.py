@@ -327,16 +327,15 @@ def after_step(run: Run, state: State, loss_value: float, lr: float) -> None:
         "images_per_s": run.timer.images_per_s(),
     }
     state.loss_sum, state.loss_count = 0.0, 0
-    if ckpt_due:
+    if val_due and run.fabric.global_rank == 0:
         with run.timer.pause():
-            if val_due and run.fabric.global_rank == 0:
-                validate(run, state, row)
-            if run.fabric.global_rank == 0:
-                save_checkpoint(run.run_dir / "last.pt", checkpoint(run, state, training=True))
-            run.fabric.barrier()  # the other ranks wait for validation and the checkpoint
+            validate(run, state, row)
     row["time_s"] = round(run.timer.elapsed, 2)
     row["train_s"] = round(run.timer.train_s, 2)
     if run.log is not None:
+        # the row before last.pt: killed between the two, the run resumes from the previous
+        # last.pt and writes this row again (CsvLog keeps the rows up to the resumed step);
+        # the other way round, this step's row would be lost for good
         run.log.append(row)
         run.tb.log(row)
         info = f"loss {row['train_loss']:.4f}  lr {lr:.2e}  {row['images_per_s']:.1f} img/s"
@@ -345,6 +344,11 @@ def after_step(run: Run, state: State, loss_value: float, lr: float) -> None:
                 f"  val mIoU {_num(row['val_miou'])}  pixel acc {_num(row['val_pixel_accuracy'])}"
             )
         run.progress.update(step, info, force_line="val_miou" in row)
+    if ckpt_due:
+        with run.timer.pause():
+            if run.fabric.global_rank == 0:
+                save_checkpoint(run.run_dir / "last.pt", checkpoint(run, state, training=True))
+            run.fabric.barrier()  # the other ranks wait for validation and the checkpoint
 
 
 def _num(value: float | None) -> str:
