@@ -312,13 +312,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     pairs = resolve_pairs(args.arch, args.encoder)
     echo = (lambda line: print(line, file=sys.stderr, flush=True)) if args.measure else None
-    old_threads = torch_threads(args.threads)
+    old_threads = _torch_threads(args.threads)
     try:
         result = model_table(
             pairs, args.classes, measured=args.measure, size=args.size, runs=args.runs, echo=echo
         )
     finally:
-        torch_threads(old_threads)
+        _torch_threads(old_threads)
     print(markdown_table(result))
     if args.json:
         atomic_write_text(Path(args.json), to_json(result))
@@ -326,7 +326,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def torch_threads(threads: int | None) -> int:
+def _torch_threads(threads: int | None) -> int:
     """Set torch's intra-op threads to ``threads`` (unless None); return the previous count."""
     import torch
 
