@@ -133,3 +133,18 @@ def test_recipes_named_in_the_table_train_those_pairs(table):
         assert (flag or cfg.encoder).split(".")[0] == encoder  # tu-NAME.TAG: timm's weights tag
         assert (arch, encoder) in MODELS
     assert "bdd100k_upernet_convnext_b (zoo 67.3)" in text
+
+
+def test_a_recipe_rows_checkpoint_rebuilds_its_network(tmp_path, monkeypatch):
+    """--measure exports a row's model through a checkpoint: the checkpoint carries the
+    recipe's options (decoder width, output stride), so the rebuilt network loads strictly."""
+    from bddseg import catalog
+    from bddseg.model import model_from_checkpoint
+
+    pair = ("deeplabv3plus", "resnet18")  # with the DeepLabv3+ recipe's options: small to build
+    monkeypatch.setitem(catalog.RECIPES, pair, ("bdd100k_deeplabv3plus_r50", None))
+    model = catalog._build(*pair, 19, "cpu")
+    assert model.segmentation_head[0].in_channels == 512  # the recipe's decoder width
+    path = catalog._checkpoint(model, *pair, 19, tmp_path / "m.pt")
+    rebuilt, cfg = model_from_checkpoint(path)
+    assert (cfg.model.decoder_channels, cfg.model.output_stride) == (512, 8)

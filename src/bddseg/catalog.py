@@ -97,15 +97,21 @@ def recipe_options(arch: str, encoder: str) -> dict[str, Any]:
     return {"decoder_channels": model.decoder_channels, "output_stride": model.output_stride}
 
 
-def _build(arch: str, encoder: str, num_classes: int, device: str) -> nn.Module:
+def model_config(arch: str, encoder: str) -> Any:
+    """The ``ModelConfig`` a row describes: the pair with :func:`recipe_options`, no weights."""
     from bddseg.config import ModelConfig
+
+    return ModelConfig(
+        arch=arch, encoder=encoder, pretrained=False, **recipe_options(arch, encoder)
+    )
+
+
+def _build(arch: str, encoder: str, num_classes: int, device: str) -> nn.Module:
     from bddseg.model import build_model
 
-    options = recipe_options(arch, encoder)
-    cfg = ModelConfig(arch=arch, encoder=encoder, pretrained=False, **options)
     with warnings.catch_warnings(), torch.device(device):
         warnings.simplefilter("ignore")
-        return build_model(cfg, num_classes).eval()
+        return build_model(model_config(arch, encoder), num_classes).eval()
 
 
 def _build_meta_or_cpu(arch: str, encoder: str, num_classes: int) -> nn.Module:
@@ -219,15 +225,14 @@ def _latency(model: nn.Module, size: tuple[int, int], runs: int) -> dict[str, An
 
 
 def _checkpoint(model: nn.Module, arch: str, encoder: str, num_classes: int, path: Path) -> Path:
+    import dataclasses
+
     from bddseg.config import from_dict
     from bddseg.model import make_checkpoint, save_checkpoint
 
-    cfg = from_dict(
-        {
-            "data": {"unknown": "class" if num_classes == 20 else "ignore"},
-            "model": {"arch": arch, "encoder": encoder, "pretrained": False},
-        }
-    )
+    # the row's own model config (recipe options included), so export rebuilds this network
+    cfg = from_dict({"data": {"unknown": "class" if num_classes == 20 else "ignore"}})
+    cfg = dataclasses.replace(cfg, model=model_config(arch, encoder))
     save_checkpoint(path, make_checkpoint(model, cfg))
     return path
 
