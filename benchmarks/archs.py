@@ -17,8 +17,8 @@ its auxiliary head, backward and the recipe's optimizer step, on a random batch.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
-import time
 
 import torch
 
@@ -72,7 +72,10 @@ def train_rate(recipe: str, args) -> dict:
     model.train()
     total = cfg.optim.max_steps or 1000
 
-    def step(i: int) -> None:
+    steps = itertools.count()
+
+    def step(x: torch.Tensor) -> None:
+        i = next(steps)
         set_optimizer_hparams(
             optimizer, lr_at(i, total, cfg.optim), momentum_at(i, total, cfg.optim)
         )
@@ -82,19 +85,11 @@ def train_rate(recipe: str, args) -> dict:
         optimizer.zero_grad(set_to_none=True)
 
     cuda = fabric.device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    for i in range(args.warmup):
-        step(i)
-    sync()
-    start = time.perf_counter()
-    for i in range(args.steps):
-        step(args.warmup + i)
-    sync()
-    seconds = time.perf_counter() - start
+    timed = time_forward(step, x, args.steps, args.warmup, fabric.device)
     out = {
-        "train_images_per_s": round(args.batch * args.steps / seconds, 2),
+        "train_images_per_s": round(timed["images_per_s"], 2),
         "precision": resolve_precision(cfg.run.precision, fabric.device),
         "arch": cfg.model.arch,
         "encoder": cfg.model.encoder,
