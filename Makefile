@@ -12,12 +12,17 @@ FASTAI := .venv-fastai
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# warm(): compiles the evaluator's numba kernel into its on-disk cache (1.5 s, once)
+WARM   := $(PY) -c "import bddseg.fastpng as f; f.warm()"
+
 $(VENV)/.stamp-base: pyproject.toml | $(PY)
 	$(PIP) install -e .
+	$(WARM)
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(PY)
 	$(PIP) install -e '.[test]'
+	$(WARM)
 	touch $@ $(VENV)/.stamp-base
 
 demo: $(VENV)/.stamp-base

@@ -10,6 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_REAL = REPO.parent / "shared" / "data" / "bdd100k-real"
 DEFAULT_SAMPLE = REPO.parent / "shared" / "data" / "bdd100k-sample"
+DEFAULT_VAL_MASKS = REPO.parent / "shared" / "data" / "bdd100k-val-masks"
+VAL_MASKS_SUBDIR = Path("labels/sem_seg/masks/val")
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +93,19 @@ def real_root() -> Path:
 def sample_root() -> Path:
     """The real BDD100K sample: 170 train, 50 val pairs."""
     return _shared_data("BDDSEG_SAMPLE_DATA", DEFAULT_SAMPLE, "the real BDD100K sample")
+
+
+@pytest.fixture(scope="session")
+def val_masks() -> list[Path]:
+    """The 1,000 official BDD100K val masks (no photos), sorted: ``$BDDSEG_VAL_MASKS`` (set but
+    missing is a failure), else the default place; neither there skips."""
+    env = os.environ.get("BDDSEG_VAL_MASKS")
+    root = Path(env) if env else DEFAULT_VAL_MASKS
+    if env and not root.is_absolute():
+        root = (REPO / root).resolve()
+    folder = root / VAL_MASKS_SUBDIR
+    if not folder.is_dir():
+        if env:
+            pytest.fail(f"BDDSEG_VAL_MASKS={env} is set but {folder} does not exist")
+        pytest.skip("the official val masks are not available (set BDDSEG_VAL_MASKS)")
+    return sorted(folder.glob("*.png"))

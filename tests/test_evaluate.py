@@ -6,8 +6,10 @@ import csv
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +235,73 @@ def test_workers_give_identical_results(folders, folder_result, tmp_path, monkey
     assert (tmp_path / "per_image.csv").read_text() == (
         folder_result[1] / "per_image.csv"
     ).read_text()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_native_kernel_gives_identical_results(
+    folders, folder_result, tmp_path, monkeypatch, workers
+):
+    """Large folders go through bddseg.fastpng (numba); the 8 pairs here are forced through it
+    (also in worker processes) and give exactly what the general decoder gives."""
+    pytest.importorskip("numba")
+    from bddseg import fastpng
+
+    monkeypatch.setattr(evaluate, "FAST_MIN_PAIRS", 0)
+    monkeypatch.setattr(parallel, "MIN_PARALLEL", 1)
+    log = tmp_path / "calls"  # appended to by the worker processes too (forked)
+
+    def counted(a: bytes, b: bytes):
+        with open(log, "a") as f:
+            f.write("x")
+        return real(a, b)
+
+    real = fastpng.joint_histogram
+    monkeypatch.setattr(fastpng, "joint_histogram", counted)
+    pred, gt = folders
+    result = evaluate.evaluate_folders(pred, gt, tmp_path / "out", workers=workers, plots=False)
+    assert result == folder_result[0]
+    assert (tmp_path / "out" / "per_image.csv").read_text() == (
+        folder_result[1] / "per_image.csv"
+    ).read_text()
+    assert log.read_text() == "x" * 7  # the 7 pairs with a prediction went through the kernel
+
+
+def test_small_folders_do_not_load_numba(folders, tmp_path):
+    """Loading numba costs more than it saves below FAST_MIN_PAIRS pairs per process."""
+    pred, gt = folders
+    code = (
+        "import sys\n"
+        "from bddseg import evaluate\n"
+        f"evaluate.evaluate_folders({str(pred)!r}, {str(gt)!r}, {str(tmp_path)!r}, plots=False)\n"
+        "sys.exit('numba' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_native_kernel_names_a_broken_file(folders, tmp_path, monkeypatch):
+    """A prediction whose rows use an undefined filter type (CRCs sound): the kernel leaves it
+    to the general decoder, which names it."""
+    monkeypatch.setattr(evaluate, "FAST_MIN_PAIRS", 0)
+    pred, gt = folders
+    bad = tmp_path / "pred"
+    bad.mkdir()
+    for p in pred.iterdir():
+        (bad / p.name).write_bytes(p.read_bytes())
+    h, w = 36, 64
+    rows = b"".join(b"\x05" + bytes(w) for _ in range(h))  # filter type 5 does not exist
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
+    (bad / "img02.png").write_bytes(png + chunk(b"IEND", b""))
+    with pytest.raises(BddsegError, match="cannot decode prediction") as e:
+        evaluate.evaluate_folders(bad, gt, tmp_path / "out", workers=1, plots=False)
+    assert e.value.path == str(bad / "img02.png")
 
 
 def test_wrong_size_prediction_is_named(folders, tmp_path, monkeypatch):

@@ -467,8 +467,8 @@ def write_eval_plots(
 
     ``metrics`` is the content of ``metrics.json`` and ``confusion`` that of ``confusion.json``
     (as :func:`bddseg.evaluate.write_outputs` has them in memory). With ``workers`` > 1 (and
-    ``fork``, i.e. Linux) the figures are drawn in that many forked processes at once: each
-    takes 0.25-0.3 s of text layout and rasterising, a third of a 1,000-mask evaluation.
+    ``fork``, i.e. Linux) this process draws the first figure while up to that many forked
+    processes draw the others: each takes 0.25-0.3 s of text layout and rasterising.
     """
     eval_dir = Path(eval_dir)
     if "matrix" not in confusion:
@@ -485,8 +485,10 @@ def write_eval_plots(
     if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [draw(*args) for draw, args in jobs]
     context = multiprocessing.get_context("fork")  # the children inherit matplotlib, imported
-    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context) as pool:
-        return [f.result() for f in [pool.submit(draw, *args) for draw, args in jobs]]
+    (first, first_args), rest = jobs[0], jobs[1:]
+    with ProcessPoolExecutor(min(workers, len(rest)), mp_context=context) as pool:
+        futures = [pool.submit(draw, *args) for draw, args in rest]
+        return [first(*first_args)] + [f.result() for f in futures]  # this process draws one
 
 
 # ---------------------------------------------------------------- sample grids

@@ -1,0 +1,177 @@
+"""bddseg.fastpng: the native joint histogram of two PNG masks equals what the general decoder
+(libspng / Pillow) and numpy count, for every PNG row filter; anything else is left to it."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bddseg import fastpng, masks, metrics
+
+pytestmark = pytest.mark.skipif(not fastpng.available(), reason="numba is not installed")
+
+
+# ---------------------------------------------------------------- a PNG writer with chosen filters
+def _filter_row(kind: int, row: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """PNG filter ``kind`` (spec 9.2) applied to one row of 1-byte pixels."""
+    x, b = row.astype(np.int32), prev.astype(np.int32)
+    a = np.concatenate([[0], x[:-1]])
+    c = np.concatenate([[0], b[:-1]])
+    if kind == 0:
+        pred = 0
+    elif kind == 1:
+        pred = a
+    elif kind == 2:
+        pred = b
+    elif kind == 3:
+        pred = (a + b) // 2
+    else:
+        p = a + b - c
+        pa, pb, pc = np.abs(p - a), np.abs(p - b), np.abs(p - c)
+        pred = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
+    return ((x - pred) % 256).astype(np.uint8)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def encode(
+    mask: np.ndarray,
+    filters: list[int],
+    color: int = 0,
+    interlace: int = 0,
+    raw: bytes | None = None,
+    stream: bytes | None = None,
+) -> bytes:
+    """PNG bytes of a uint8 mask whose row ``y`` uses ``filters[y % len(filters)]``; the IDAT
+    stream is split over two chunks. ``raw``/``stream``: the filtered rows / the zlib
+    stream to store instead (for broken files with sound CRCs)."""
+    h, w = mask.shape
+    if raw is None:
+        rows, prev = [], np.zeros(w, np.uint8)
+        for y in range(h):
+            kind = filters[y % len(filters)]
+            rows.append(bytes([kind]) + _filter_row(kind, mask[y], prev).tobytes())
+            prev = mask[y]
+        raw = b"".join(rows)
+    z = zlib.compress(raw, 6) if stream is None else stream
+    chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, interlace))]
+    if color == 3:
+        chunks.append(_chunk(b"PLTE", bytes(range(256)) * 3))
+    chunks += [_chunk(b"IDAT", z[: len(z) // 2]), _chunk(b"IDAT", z[len(z) // 2 :])]
+    return masks.PNG_SIGNATURE + b"".join(chunks) + _chunk(b"IEND", b"")
+
+
+def street(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Blocky classes with slanted edges, 255 areas and a band of pure noise (every Paeth
+    branch: the row above is anything but flat there)."""
+    yy, xx = np.mgrid[:h, :w]
+    m = rng.integers(0, 19, (h // 8 + 1, w // 8 + 1)).repeat(8, 0).repeat(8, 1)[:h, :w]
+    m = np.where(xx + 2 * yy < rng.integers(w // 3, w), m, rng.integers(0, 19))
+    m[rng.random((h, w)) < 0.02] = 255
+    m[h // 2 : h // 2 + 3] = rng.integers(0, 256, (3, w))
+    return m.astype(np.uint8)
+
+
+def reference(gt: bytes, pred: bytes) -> np.ndarray:
+    return metrics.value_histogram(masks.decode_mask(pred), masks.decode_mask(gt))
+
+
+# ---------------------------------------------------------------- same counts
+@pytest.mark.parametrize("filters", [[0], [1], [2], [3], [4], [0, 1, 2, 3, 4]])
+@pytest.mark.parametrize("seed", range(4))
+def test_every_row_filter_gives_the_decoders_counts(filters, seed):
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.integers(9, 40)), int(rng.integers(1, 70))
+    gt, pred = street(rng, h, w), street(rng, h, w)
+    mixed = list(rng.permutation(filters))
+    gt_png, pred_png = encode(gt, filters), encode(pred, mixed, color=3 if seed % 2 else 0)
+    assert (masks.decode_mask(gt_png) == gt).all()  # the writer above is a sound PNG writer
+    assert (masks.decode_mask(pred_png) == pred).all()
+    hist = fastpng.joint_histogram(gt_png, pred_png)
+    assert hist is not None and hist.dtype == np.int64 and hist.shape == (256, 256)
+    assert (hist == reference(gt_png, pred_png)).all()
+    assert hist.sum() == h * w
+
+
+def test_pillows_own_pngs(tmp_path):
+    """Pillow picks a filter per row itself (as for the official masks); palette PNGs read as
+    indices, like the general decoder."""
+    rng = np.random.default_rng(7)
+    gt, pred = street(rng, 72, 128), street(rng, 72, 128)
+    buf_gt, buf_pred = io.BytesIO(), io.BytesIO()
+    Image.fromarray(gt).save(buf_gt, format="PNG")
+    pal = Image.frombytes("P", (128, 72), pred.tobytes())
+    pal.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    pal.save(buf_pred, format="PNG")
+    gt_png, pred_png = buf_gt.getvalue(), buf_pred.getvalue()
+    assert (fastpng.joint_histogram(gt_png, pred_png) == reference(gt_png, pred_png)).all()
+
+
+def test_real_val_masks(val_masks):
+    """The official masks as truth, each against another official mask as the prediction."""
+    files = val_masks[:12]
+    assert len(files) == 12
+    for a, b in zip(files, files[1:] + files[:1], strict=True):
+        gt_png, pred_png = a.read_bytes(), b.read_bytes()
+        hist = fastpng.joint_histogram(gt_png, pred_png)
+        assert hist is not None, a
+        assert (hist == reference(gt_png, pred_png)).all(), a
+
+
+# ---------------------------------------------------------------- left to the general decoder
+def _cases() -> dict[str, tuple[bytes, bytes]]:
+    rng = np.random.default_rng(3)
+    m = street(rng, 16, 24)
+    good = encode(m, [4, 2, 1])
+    rows = b"".join(bytes([0]) + m[y].tobytes() for y in range(16))
+    bad_filter = bytearray(rows)
+    bad_filter[5 * 25] = 5
+    flipped_crc = bytearray(good)
+    flipped_crc[-20] ^= 1  # inside the last IDAT chunk: its CRC no longer holds
+    buf16, buf_rgb = io.BytesIO(), io.BytesIO()
+    Image.fromarray(m.astype(np.uint16) * 257).save(buf16, format="PNG")
+    Image.fromarray(np.dstack([m, m, m])).save(buf_rgb, format="PNG")
+    z = zlib.compress(rows)
+    return {
+        "sizes differ": (good, encode(m[:, :20], [0])),
+        "16-bit": (good, buf16.getvalue()),
+        "RGB": (buf_rgb.getvalue(), good),
+        "interlaced": (good, encode(m, [0], interlace=1)),
+        "filter type 5": (good, encode(m, [0], raw=bytes(bad_filter))),
+        "stream one row short": (good, encode(m, [0], raw=rows[:-25])),
+        "stream one row long": (encode(m, [0], raw=rows + rows[:25]), good),
+        "stream cut": (good, encode(m, [0], stream=z[: len(z) // 2])),
+        "stream without its checksum": (good, encode(m, [0], stream=z[:-4])),
+        "stream corrupt": (good, encode(m, [0], stream=z[:2] + bytes(len(z) - 2))),
+        "a chunk's CRC": (bytes(flipped_crc), good),
+        "not a PNG": (good, b"\xff\xd8\xff\xe0 a JPEG"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_cases()))
+def test_anything_else_is_left_to_the_general_decoder(case):
+    gt, pred = _cases()[case]
+    assert fastpng.joint_histogram(gt, pred) is None
+
+
+def test_nothing_runs_with_the_jit_disabled(monkeypatch):
+    png = encode(np.zeros((3, 4), np.uint8), [0])
+    assert fastpng.joint_histogram(png, png) is not None
+    monkeypatch.setattr(fastpng.numba.config, "DISABLE_JIT", True)
+    assert not fastpng.available() and not fastpng.warm()
+    assert fastpng.joint_histogram(png, png) is None
+
+
+def test_warm_compiles_what_scoring_calls():
+    assert fastpng.warm()
+    signatures = fastpng._count_pairs.signatures
+    png = encode(np.zeros((3, 4), np.uint8), [0])
+    fastpng.joint_histogram(png, png)
+    assert fastpng._count_pairs.signatures == signatures  # no second compilation
