@@ -266,6 +266,25 @@ def test_native_kernel_gives_identical_results(
     assert log.read_text() == "x" * 7  # the 7 pairs with a prediction went through the kernel
 
 
+def test_with_workers_the_plots_come_from_a_helper(folders, folder_result, tmp_path):
+    """workers > 1: a forked helper imports matplotlib while this process scores, then draws;
+    this process never imports it. Same outputs as one process."""
+    pred, gt = folders
+    code = (
+        "import json, sys\n"
+        "from bddseg import evaluate, parallel\n"
+        "parallel.MIN_PARALLEL = 1\n"
+        f"r = evaluate.evaluate_folders({str(pred)!r}, {str(gt)!r}, {str(tmp_path)!r}, workers=2)\n"
+        "print(json.dumps(r))\n"
+        "sys.exit('matplotlib' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == folder_result[0]
+    for name in ("iou_vs_share.png", "confusion.png", "image_confusion.png"):
+        assert Image.open(tmp_path / name).size == Image.open(folder_result[1] / name).size
+
+
 def test_small_folders_do_not_load_numba(folders, tmp_path):
     """Loading numba costs more than it saves below FAST_MIN_PAIRS pairs per process."""
     pred, gt = folders

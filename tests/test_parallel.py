@@ -79,3 +79,38 @@ def test_an_error_stops_the_rest(monkeypatch, tmp_path):
 def test_parallel_is_torch_free():
     code = "import sys, bddseg.parallel; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+# ---------------------------------------------------------------- Preloaded
+needs_fork = pytest.mark.skipif(not parallel.can_preload(), reason="needs the fork start method")
+
+
+@needs_fork
+def test_preloaded_imports_there_and_answers_one_call():
+    code = (
+        "import sys\n"
+        "from bddseg.parallel import Preloaded\n"
+        "with Preloaded('colorsys') as helper:\n"
+        "    assert helper.call('rgb_to_hsv', 1.0, 0.0, 0.0) == (0.0, 1.0, 1.0)\n"
+        "sys.exit('colorsys' in sys.modules)\n"  # imported by the helper only
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@needs_fork
+def test_preloaded_hands_back_errors():
+    with (
+        parallel.Preloaded("json") as helper,
+        pytest.raises(ValueError, match="Expecting property name"),
+    ):
+        helper.call("loads", "{bad")
+    with parallel.Preloaded("no_such_module_here") as helper, pytest.raises(ModuleNotFoundError):
+        helper.call("anything")
+
+
+@needs_fork
+def test_preloaded_closed_without_a_call_exits():
+    helper = parallel.Preloaded("json")
+    helper.close()
+    assert not helper._proc.is_alive() and helper._proc.exitcode == 0

@@ -35,7 +35,7 @@ from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_path, atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
 from bddseg.masks import decode_mask, read_bytes
-from bddseg.parallel import parallel_map
+from bddseg.parallel import Preloaded, can_preload, parallel_map
 
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",
@@ -117,9 +117,11 @@ def write_outputs(
     extra: dict[str, Any] | None = None,
     plots: bool = True,
     workers: int = 1,
+    plotter: Preloaded | None = None,
 ) -> dict:
     """Write metrics.json, per_class.csv, confusion.json, per_image.csv and (``plots``) the
-    plots, drawn by ``workers`` processes.
+    plots, drawn by ``workers`` processes (in ``plotter``, a helper that has imported
+    :mod:`bddseg.plots`, when given).
 
     Returns the metrics.json content (the contract, plus ``extra``).
     """
@@ -139,7 +141,9 @@ def write_outputs(
     atomic_write_text(
         out / "per_image.csv", _csv_text(("stem", "miou", "pixel_accuracy"), per_image)
     )
-    if plots:
+    if plotter is not None:
+        plotter.call("write_eval_plots", out, result, confusion, workers)
+    elif plots:
         from bddseg.plots import write_eval_plots  # matplotlib: imported only when drawing
 
         write_eval_plots(out, result, confusion, workers=workers)
@@ -147,9 +151,10 @@ def write_outputs(
 
 
 # ---------------------------------------------------------------- folders of masks
-# Each process that scores through bddseg.fastpng first spends about 0.65 s importing numba
-# and loading the kernel, which then saves about 5 ms per pair: worth it from ~130 pairs.
-FAST_MIN_PAIRS = 150  # per scoring process
+# Scoring through bddseg.fastpng first costs about 0.65 s (importing numba, loading the
+# kernel; once, in the parent: the worker processes inherit it), then saves about 5 ms per
+# pair: worth it from ~130 pairs.
+FAST_MIN_PAIRS = 150
 
 
 def _score_chunk(
@@ -245,17 +250,33 @@ def evaluate_folders(
         shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         warn(f"{len(missing)} of {len(items)} ground-truth masks have no prediction in "
               f"{pred_dir} ({shown}); counted as all misses")  # fmt: skip
-    extra = len(set(preds) - set(gts))
-    if extra:
-        warn(f"{extra} prediction(s) in {pred_dir} have no ground truth; ignored")
+    orphans = len(set(preds) - set(gts))
+    if orphans:
+        warn(f"{orphans} prediction(s) in {pred_dir} have no ground truth; ignored")
     tally = Tally()
-    # matplotlib's import (0.4 s) here, in the otherwise idle parent, while the workers score
-    preload = (lambda: importlib.import_module("bddseg.plots")) if plots else None
-    fast = len(items) >= FAST_MIN_PAIRS * max(1, workers)
-    for part in parallel_map(_score_chunk, items, workers, min_pixels, fast, meanwhile=preload):
-        tally.merge(part)
     extra = {"missing_predictions": missing}
-    return write_outputs(out_dir, tally, extra, plots=plots, workers=workers)
+    fast = len(items) >= FAST_MIN_PAIRS
+    if not (plots and workers > 1 and can_preload()):
+        # matplotlib's import (0.4 s) in the otherwise idle parent while the workers score
+        preload = (lambda: importlib.import_module("bddseg.plots")) if plots else None
+        _load_kernel(fast)
+        for part in parallel_map(_score_chunk, items, workers, min_pixels, fast, meanwhile=preload):
+            tally.merge(part)
+        return write_outputs(out_dir, tally, extra, plots=plots, workers=workers)
+    # a helper process imports matplotlib while this one loads the kernel, then draws
+    with Preloaded("bddseg.plots") as plotter:
+        _load_kernel(fast)
+        for part in parallel_map(_score_chunk, items, workers, min_pixels, fast):
+            tally.merge(part)
+        return write_outputs(out_dir, tally, extra, workers=workers, plotter=plotter)
+
+
+def _load_kernel(fast: bool) -> None:
+    """Load the fastpng kernel here, before the worker processes fork and inherit it."""
+    if fast:
+        from bddseg import fastpng
+
+        fastpng.warm()
 
 
 # ---------------------------------------------------------------- a model over a split

@@ -7,7 +7,10 @@ with torch passes an ``initializer`` that limits each worker to one thread.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import math
+import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -82,3 +85,83 @@ def _run(
         for f in futures:
             f.cancel()  # on an error, don't finish the rest: drop the chunks not started
         raise
+
+
+class Preloaded:
+    """A forked process that imports ``module`` now and runs one of its functions later, when
+    its arguments exist: a slow import (matplotlib's 0.4 s, for the evaluation plots) then
+    overlaps this process's own work. Use it in a ``with``; :meth:`call` at most once.
+
+    Needs the ``fork`` start method (Linux; see :func:`can_preload`). The function's return
+    value and any exception (which must pickle, as :class:`~bddseg.errors.BddsegError` does)
+    come back to :meth:`call`.
+    """
+
+    def __init__(self, module: str):
+        context = multiprocessing.get_context("fork")
+        self._conn, child = context.Pipe()
+        self._called = False
+        self._proc = context.Process(target=_serve, args=(module, child, self._conn))
+        self._proc.start()  # not a daemon: the function may start processes of its own
+        child.close()
+
+    def call(self, function: str, *args: Any) -> Any:
+        self._called = True
+        self._conn.send((function, args))
+        try:
+            ok, value = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"the helper process died (exit code {self._proc.exitcode})"
+            ) from None
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        if not self._called:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)  # no call is coming: the helper exits
+        self._conn.close()
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+
+    def __enter__(self) -> Preloaded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def can_preload() -> bool:
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _serve(module: str, conn: Any, callers_end: Any) -> None:
+    """The helper's side of :class:`Preloaded`: import, wait for one call, answer it."""
+    callers_end.close()  # inherited by the fork: closed, so that a vanished caller is EOF here
+    try:
+        loaded, failed = importlib.import_module(module), None
+    except Exception as e:  # noqa: BLE001 - reported by the call, if one comes
+        loaded, failed = None, e
+    try:
+        request = conn.recv()
+    except (EOFError, KeyboardInterrupt):  # the caller is gone
+        return
+    if request is None:  # closed without a call
+        return
+    function, args = request
+    try:
+        if failed is not None:
+            raise failed
+        reply = (True, getattr(loaded, function)(*args))
+    except BaseException as e:  # noqa: BLE001 - handed back to the caller, who raises it
+        reply = (False, e)
+    try:
+        conn.send(reply)
+    except (OSError, KeyboardInterrupt):  # the caller is gone
+        pass
+    except Exception as e:  # noqa: BLE001 - an exception that does not pickle
+        conn.send((False, RuntimeError(f"{type(e).__name__}: {e}")))
