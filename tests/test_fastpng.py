@@ -175,3 +175,11 @@ def test_warm_compiles_what_scoring_calls():
     png = encode(np.zeros((3, 4), np.uint8), [0])
     fastpng.joint_histogram(png, png)
     assert fastpng._count_pairs.signatures == signatures  # no second compilation
+
+
+def test_no_writable_cache_folder_still_compiles():
+    """numba refuses ``cache=True`` when it finds no writable cache folder (here: a function
+    without a source file); the kernel then compiles without a cache instead of failing."""
+    namespace: dict = {}
+    exec("def double(x):\n    return 2 * x\n", namespace)  # no source file behind it
+    assert fastpng._native(namespace["double"])(21) == 42

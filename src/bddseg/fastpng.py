@@ -44,8 +44,15 @@ except ImportError:  # pragma: no cover - numba is a dependency; masks.py decode
 
 
 def _native(fn):
-    """numba's compilation (cached on disk), or the plain function when numba is missing."""
-    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn) if numba else fn
+    """numba's compilation, cached on disk where numba finds a writable place (beside this
+    file, else the user's cache folder; without one it compiles in each process); the plain
+    function when numba is missing."""
+    if numba is None:
+        return fn
+    try:
+        return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
+    except RuntimeError:  # "cannot cache function ...: no locator available"
+        return numba.njit(nogil=True, boundscheck=False)(fn)
 
 
 def available() -> bool:
