@@ -4,7 +4,7 @@
 Scoring a folder of masks is decoding two PNGs and counting ``(truth, prediction)`` pairs
 per image. Through libspng and numpy that costs 6-7 ms of CPU per 1280x720 pair of real
 BDD100K masks, most of it inflating with zlib and undoing the PNG row filters. Here the IDAT
-stream is inflated by Intel's ISA-L (``isal``: 4-5x zlib's speed; zlib when it is missing)
+stream is inflated by Intel's ISA-L (``isal``: 3-5x zlib's speed; zlib when it is missing)
 and one numba kernel undoes the five row filters (PNG spec, section 9) of both images, row
 by row, and counts the runs of equal pairs: about 1.4 ms per pair (benchmarks/RESULTS.md).
 
@@ -16,9 +16,9 @@ filter byte above 4) returns ``None``: the caller then decodes both files throug
 :func:`available` is false and nothing here runs.
 
 The price is a fixed one per process: importing numba and loading the compiled kernel from
-numba's on-disk cache take about 0.65 s (compiling it, the first time: about 1.5 s more;
-``make`` does that at install, :func:`warm`). :mod:`bddseg.evaluate` therefore uses this
-path only for folders large enough to pay it back.
+numba's on-disk cache take about 0.55 s (compiling it, the first time: about 1.5 s more;
+``make`` does that at install, :func:`warm`). :mod:`bddseg.evaluate` therefore loads it once,
+before its worker processes fork, and only for folders large enough to pay it back.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import zlib
 
 import numpy as np
 
-from bddseg.masks import PNG_SIGNATURE, png_problem
+from bddseg.masks import MAX_SIDE, PNG_SIGNATURE, png_problem
 
 try:
     from isal import isal_zlib as _zlib
@@ -157,7 +157,7 @@ def _layout(data: bytes) -> tuple[int, int, bytes] | None:
     if png_problem(data) is not None:
         return None
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    if not (width and height):
+    if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
         return None
     parts, view, i = [], memoryview(data), 8
     while i + 12 <= len(data):
