@@ -98,6 +98,10 @@ def test_every_row_filter_gives_the_decoders_counts(filters, seed):
     assert hist is not None and hist.dtype == np.int64 and hist.shape == (256, 256)
     assert (hist == reference(gt_png, pred_png)).all()
     assert hist.sum() == h * w
+    for png, mask in ((gt_png, gt), (pred_png, pred)):  # one mask's counts
+        counts = fastpng.value_histogram(png)
+        assert counts is not None and counts.shape == (256,)
+        assert (counts == np.bincount(mask.ravel(), minlength=256)).all()
 
 
 def test_pillows_own_pngs(tmp_path):
@@ -159,6 +163,8 @@ def _cases() -> dict[str, tuple[bytes, bytes]]:
 def test_anything_else_is_left_to_the_general_decoder(case):
     gt, pred = _cases()[case]
     assert fastpng.joint_histogram(gt, pred) is None
+    if case != "sizes differ":  # one of the two files is the odd one
+        assert fastpng.value_histogram(gt) is None or fastpng.value_histogram(pred) is None
 
 
 def test_nothing_runs_with_the_jit_disabled(monkeypatch):
@@ -166,15 +172,16 @@ def test_nothing_runs_with_the_jit_disabled(monkeypatch):
     assert fastpng.joint_histogram(png, png) is not None
     monkeypatch.setattr(fastpng.numba.config, "DISABLE_JIT", True)
     assert not fastpng.available() and not fastpng.warm()
-    assert fastpng.joint_histogram(png, png) is None
+    assert fastpng.joint_histogram(png, png) is None and fastpng.value_histogram(png) is None
 
 
 def test_warm_compiles_what_scoring_calls():
     assert fastpng.warm()
-    signatures = fastpng._count_pairs.signatures
+    signatures = fastpng._count_pairs.signatures, fastpng._count_values.signatures
     png = encode(np.zeros((3, 4), np.uint8), [0])
     fastpng.joint_histogram(png, png)
-    assert fastpng._count_pairs.signatures == signatures  # no second compilation
+    fastpng.value_histogram(png)
+    assert (fastpng._count_pairs.signatures, fastpng._count_values.signatures) == signatures
 
 
 def test_no_writable_cache_folder_still_compiles():

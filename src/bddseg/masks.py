@@ -150,16 +150,21 @@ def format_values(values: list[int]) -> str:
     return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
 
 
-def read_mask_counts(path: str | Path, what: str = "mask") -> tuple[np.ndarray, np.ndarray]:
-    """A validated mask (values 0..18 and 255) and its value histogram."""
-    mask = decode_mask(read_bytes(path, what), path, what)
-    counts = histogram(mask)
+def check_counts(counts: np.ndarray, path: str | Path, what: str = "mask") -> np.ndarray:
+    """``counts`` (a mask's value histogram) when its values are train ids or 255; else the
+    error naming the file and the values."""
     bad = bad_values(counts)
     if bad:
         raise BddsegError(
             f"{what} has invalid values {format_values(bad)} (valid: 0..18 and 255)", path
         )
-    return mask, counts
+    return counts
+
+
+def read_mask_counts(path: str | Path, what: str = "mask") -> tuple[np.ndarray, np.ndarray]:
+    """A validated mask (values 0..18 and 255) and its value histogram."""
+    mask = decode_mask(read_bytes(path, what), path, what)
+    return mask, check_counts(histogram(mask), path, what)
 
 
 def read_mask(path: str | Path, what: str = "mask", check_values: bool = True) -> np.ndarray:
@@ -181,6 +186,7 @@ __all__ = [
     "MAX_SIDE",
     "PNG_SIGNATURE",
     "bad_values",
+    "check_counts",
     "decode_mask",
     "format_values",
     "histogram",
