@@ -202,6 +202,24 @@ def test_zoo_options_resume_bit_identically(synth_root, tmp_path):
     assert lrs[0] == pytest.approx(0.01 * 1e-3)  # warm-up from lr x warmup_ratio
 
 
+@pytest.mark.slow
+def test_compiled_training_with_an_aux_head(synth_root, tmp_path):
+    """``run.compile`` (torch.compile, inductor on the CPU) with the zoo's auxiliary head,
+    whose forward returns two outputs in training: the same first losses as eager, and a
+    checkpoint without torch.compile's prefixes that a plain model loads."""
+    steps = {"model.aux_weight": 0.4, "optim.max_steps": 2, "run.val_every": 2}
+    train(tiny(synth_root, tmp_path / "eager", **steps))
+    train(tiny(synth_root, tmp_path / "compiled", **steps, **{"run.compile": True}))
+    eager, compiled = read_log(tmp_path / "eager"), read_log(tmp_path / "compiled")
+    for a, b in zip(eager, compiled, strict=True):
+        assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), rel=1e-3)
+    assert float(compiled[-1]["val_miou"]) == pytest.approx(float(eager[-1]["val_miou"]), abs=0.01)
+    state = weights(tmp_path / "compiled" / "last.pt")
+    assert not any("_orig_mod" in k for k in state)
+    assert state.keys() == weights(tmp_path / "eager" / "last.pt").keys()
+    assert any(k.startswith("aux_head.") for k in state)
+
+
 def test_samples_do_not_depend_on_history(synth_root):
     """A sample's augmentation depends only on its key, not on what was drawn before."""
     from bddseg.data import build_dataset
