@@ -110,6 +110,20 @@ def _unfilter_row(kind, src, prev, cur):
 
 
 @_native
+def _add_runs(values, hist):
+    """``hist[v] += 1`` for each element ``v`` of the (non-empty) row ``values``, one addition
+    per run of equal elements."""
+    value, run = values[0], 1
+    for x in range(1, values.shape[0]):
+        if values[x] == value:
+            run += 1
+        else:
+            hist[value] += run
+            value, run = values[x], 1
+    hist[value] += run
+
+
+@_native
 def _count_pairs(gt_raw, pred_raw, h, w, hist):
     """Unfilter both images row by row and add each run of equal ``(gt, pred)`` pairs to
     ``hist[gt * 256 + pred]``; False at a bad filter byte. ``*_raw``: ``h * (w + 1)`` bytes."""
@@ -125,14 +139,7 @@ def _count_pairs(gt_raw, pred_raw, h, w, hist):
         g_row, p_row = g[cur], p[cur]
         for x in range(w):
             pair[x] = (np.uint16(g_row[x]) << 8) | p_row[x]
-        value, run = pair[0], 1
-        for x in range(1, w):
-            if pair[x] == value:
-                run += 1
-            else:
-                hist[value] += run
-                value, run = pair[x], 1
-        hist[value] += run
+        _add_runs(pair, hist)
     return True
 
 
@@ -146,15 +153,7 @@ def _count_values(raw, h, w, hist):
         cur, prev = y & 1, 1 - (y & 1)
         if not _unfilter_row(rows[y, 0], rows[y, 1:], m[prev], m[cur]):
             return False
-        row = m[cur]
-        value, run = row[0], 1
-        for x in range(1, w):
-            if row[x] == value:
-                run += 1
-            else:
-                hist[value] += run
-                value, run = row[x], 1
-        hist[value] += run
+        _add_runs(m[cur], hist)
     return True
 
 
