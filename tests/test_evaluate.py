@@ -6,15 +6,15 @@ import csv
 import importlib.util
 import json
 import os
-import struct
+import shutil
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from test_fastpng import encode
 
 from bddseg import evaluate, parallel
 from bddseg.errors import BddsegError
@@ -162,6 +162,29 @@ def run_official(python: Path, gt: Path, pred: Path, out: Path, nproc: int = 1) 
     }
 
 
+def evaluate_fresh(pred: Path, gt: Path, out: Path, never: str, **kwargs) -> dict:
+    """``evaluate_folders(pred, gt, out, **kwargs)`` in a fresh interpreter, with the process
+    pool even for a few pairs: its result; fails if that process imported ``never``."""
+    code = (
+        "import json, sys\n"
+        "from bddseg import evaluate, parallel\n"
+        "parallel.MIN_PARALLEL = 1\n"
+        f"r = evaluate.evaluate_folders({str(pred)!r}, {str(gt)!r}, {str(out)!r}, **{kwargs!r})\n"
+        "print(json.dumps(r))\n"
+        f"sys.exit({never!r} in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def copy_with(pred: Path, dest: Path, name: str, data: bytes) -> Path:
+    """A copy of the prediction folder with ``name`` replaced by ``data``."""
+    shutil.copytree(pred, dest)
+    (dest / name).write_bytes(data)
+    return dest
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> tuple[Path, Path]:
     return make_folders(tmp_path_factory.mktemp("masks"))
@@ -270,32 +293,15 @@ def test_with_workers_the_plots_come_from_a_helper(folders, folder_result, tmp_p
     """workers > 1: a forked helper imports matplotlib while this process scores, then draws;
     this process never imports it. Same outputs as one process."""
     pred, gt = folders
-    code = (
-        "import json, sys\n"
-        "from bddseg import evaluate, parallel\n"
-        "parallel.MIN_PARALLEL = 1\n"
-        f"r = evaluate.evaluate_folders({str(pred)!r}, {str(gt)!r}, {str(tmp_path)!r}, workers=2)\n"
-        "print(json.dumps(r))\n"
-        "sys.exit('matplotlib' in sys.modules)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout) == folder_result[0]
+    assert evaluate_fresh(pred, gt, tmp_path, "matplotlib", workers=2) == folder_result[0]
     for name in ("iou_vs_share.png", "confusion.png", "image_confusion.png"):
         assert Image.open(tmp_path / name).size == Image.open(folder_result[1] / name).size
 
 
 def test_small_folders_do_not_load_numba(folders, tmp_path):
-    """Loading numba costs more than it saves below FAST_MIN_PAIRS pairs per process."""
+    """Loading numba costs more than it saves below FAST_MIN_PAIRS pairs."""
     pred, gt = folders
-    code = (
-        "import sys\n"
-        "from bddseg import evaluate\n"
-        f"evaluate.evaluate_folders({str(pred)!r}, {str(gt)!r}, {str(tmp_path)!r}, plots=False)\n"
-        "sys.exit('numba' in sys.modules)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    evaluate_fresh(pred, gt, tmp_path, "numba", plots=False)
 
 
 def test_native_kernel_names_a_broken_file(folders, tmp_path, monkeypatch):
@@ -303,21 +309,9 @@ def test_native_kernel_names_a_broken_file(folders, tmp_path, monkeypatch):
     to the general decoder, which names it."""
     monkeypatch.setattr(evaluate, "FAST_MIN_PAIRS", 0)
     pred, gt = folders
-    bad = tmp_path / "pred"
-    bad.mkdir()
-    for p in pred.iterdir():
-        (bad / p.name).write_bytes(p.read_bytes())
-    h, w = 36, 64
-    rows = b"".join(b"\x05" + bytes(w) for _ in range(h))  # filter type 5 does not exist
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
-    (bad / "img02.png").write_bytes(png + chunk(b"IEND", b""))
+    rows = b"".join(b"\x05" + bytes(64) for _ in range(36))  # filter type 5 does not exist
+    broken = encode(np.zeros((36, 64), np.uint8), [0], raw=rows)
+    bad = copy_with(pred, tmp_path / "pred", "img02.png", broken)
     with pytest.raises(BddsegError, match="cannot decode prediction") as e:
         evaluate.evaluate_folders(bad, gt, tmp_path / "out", workers=1, plots=False)
     assert e.value.path == str(bad / "img02.png")
@@ -326,11 +320,9 @@ def test_native_kernel_names_a_broken_file(folders, tmp_path, monkeypatch):
 def test_wrong_size_prediction_is_named(folders, tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "MIN_PARALLEL", 1)  # the error comes from a worker
     pred, gt = folders
-    bad = tmp_path / "pred"
-    bad.mkdir()
-    for p in pred.iterdir():
-        (bad / p.name).write_bytes(p.read_bytes())
-    _save(bad / "img02.png", np.zeros((10, 10), np.uint8))
+    small = tmp_path / "small.png"
+    _save(small, np.zeros((10, 10), np.uint8))
+    bad = copy_with(pred, tmp_path / "pred", "img02.png", small.read_bytes())
     with pytest.raises(BddsegError, match="prediction is 10x10") as e:
         evaluate.evaluate_folders(bad, gt, tmp_path / "out", workers=2)
     assert e.value.path == str(bad / "img02.png")
@@ -339,16 +331,7 @@ def test_wrong_size_prediction_is_named(folders, tmp_path, monkeypatch):
 def test_folder_mode_never_imports_torch(folders, tmp_path):
     """Not even with the process pool: importing torch costs more than scoring 500 pairs."""
     pred, gt = folders
-    code = (
-        "import sys\n"
-        "from bddseg import evaluate, parallel\n"
-        "parallel.MIN_PARALLEL = 1\n"
-        f"evaluate.evaluate_folders({str(pred)!r}, {str(gt)!r}, {str(tmp_path)!r}, workers=2, "
-        "plots=False)\n"
-        "sys.exit('torch' in sys.modules)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    evaluate_fresh(pred, gt, tmp_path, "torch", workers=2, plots=False)
     assert (tmp_path / "metrics.json").is_file()
 
 

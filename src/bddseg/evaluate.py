@@ -19,6 +19,7 @@ The folder mode never imports torch (1.4 s of start-up, more than scoring 500 pa
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import io
@@ -260,19 +261,18 @@ def evaluate_folders(
     tally = Tally()
     extra = {"missing_predictions": missing}
     fast = len(items) >= FAST_MIN_PAIRS
-    if not (plots and workers > 1 and can_preload()):
-        # matplotlib's import (0.4 s) in the otherwise idle parent while the workers score
-        preload = (lambda: importlib.import_module("bddseg.plots")) if plots else None
+    helper = plots and workers > 1 and can_preload()
+    # with workers, a helper process imports matplotlib while this one loads the kernel, then
+    # draws; else matplotlib's import (0.4 s) runs here, in the otherwise idle parent, while
+    # the workers score
+    with Preloaded("bddseg.plots") if helper else contextlib.nullcontext() as plotter:
+        preload = (
+            (lambda: importlib.import_module("bddseg.plots")) if plots and not helper else None
+        )
         _load_kernel(fast)
         for part in parallel_map(_score_chunk, items, workers, min_pixels, fast, meanwhile=preload):
             tally.merge(part)
-        return write_outputs(out_dir, tally, extra, plots=plots, workers=workers)
-    # a helper process imports matplotlib while this one loads the kernel, then draws
-    with Preloaded("bddseg.plots") as plotter:
-        _load_kernel(fast)
-        for part in parallel_map(_score_chunk, items, workers, min_pixels, fast):
-            tally.merge(part)
-        return write_outputs(out_dir, tally, extra, workers=workers, plotter=plotter)
+        return write_outputs(out_dir, tally, extra, plots=plots, workers=workers, plotter=plotter)
 
 
 def _load_kernel(fast: bool) -> None:
