@@ -1,5 +1,5 @@
 # Two commands: `make demo` and `make test`. Each creates .venv if missing and
-# installs only when pyproject.toml changed (stamp files), so re-runs are cheap.
+# installs only when pyproject.toml (or the C kernel) changed (stamp files), so re-runs are cheap.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -12,17 +12,18 @@ FASTAI := .venv-fastai
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# warm(): compiles the evaluator's numba kernel into its on-disk cache (1.5 s, once)
-WARM   := $(PY) -c "import bddseg.fastpng as f; f.warm()"
+# The install builds the evaluator's C kernel (src/bddseg/_fastpng.c) when a C compiler is
+# there; without one bddseg still works, slower, and says so here.
+KERNEL := $(PY) -c "import bddseg.fastpng as f; f.available() or print('note: no C compiler: bddseg.fastpng not built; evaluate decodes masks through pyspng (about 4x slower)')"
 
-$(VENV)/.stamp-base: pyproject.toml | $(PY)
+$(VENV)/.stamp-base: pyproject.toml src/bddseg/_fastpng.c | $(PY)
 	$(PIP) install -e .
-	$(WARM)
+	$(KERNEL)
 	touch $@
 
-$(VENV)/.stamp-test: pyproject.toml | $(PY)
+$(VENV)/.stamp-test: pyproject.toml src/bddseg/_fastpng.c | $(PY)
 	$(PIP) install -e '.[test]'
-	$(WARM)
+	$(KERNEL)
 	touch $@ $(VENV)/.stamp-base
 
 demo: $(VENV)/.stamp-base

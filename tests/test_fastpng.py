@@ -13,7 +13,11 @@ from PIL import Image
 
 from bddseg import fastpng, masks, metrics
 
-pytestmark = pytest.mark.skipif(not fastpng.available(), reason="numba is not installed")
+
+def test_the_kernel_is_built():
+    """``make`` builds ``src/bddseg/_fastpng.c`` at install (any C99 compiler): the rest of this
+    file tests it, so it must be there (without it bddseg still works, through pyspng)."""
+    assert fastpng.available(), "bddseg._fastpng was not built: is a C compiler installed?"
 
 
 # ---------------------------------------------------------------- a PNG writer with chosen filters
@@ -104,6 +108,37 @@ def test_every_row_filter_gives_the_decoders_counts(filters, seed):
         assert (counts == np.bincount(mask.ravel(), minlength=256)).all()
 
 
+def runs(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Rows of runs of 1 to 30 pixels of a few values; each row repeats the one above, shifts
+    it or is new. The kernel's 8-bytes-at-a-time shortcuts (a run, a zero filtered block, a
+    flat row above) then start and stop at every offset of a word."""
+    m = np.empty((h, w), np.uint8)
+    for y in range(h):
+        choice = rng.integers(3) if y else 2
+        if choice == 0:
+            m[y] = m[y - 1]
+        elif choice == 1:
+            m[y] = np.roll(m[y - 1], int(rng.integers(-3, 4)))
+        else:
+            lengths = rng.integers(1, 31, w)
+            m[y] = np.repeat(rng.choice([0, 1, 7, 18, 255], w), lengths)[:w]
+    return m
+
+
+@pytest.mark.parametrize("filters", [[0], [1], [2], [3], [4], [4, 1, 2]])
+def test_runs_at_every_offset(filters):
+    rng = np.random.default_rng(len(filters) * 10 + filters[0])
+    for w in [*range(1, 42), 63, 64, 65, 200]:
+        h = int(rng.integers(1, 12))
+        gt, pred = runs(rng, h, w), runs(rng, h, w)
+        pred[: h // 2] = gt[: h // 2]  # same runs in both (the joint count's long runs)
+        gt_png, pred_png = encode(gt, filters), encode(pred, filters[::-1])
+        expected = np.zeros((256, 256), np.int64)
+        np.add.at(expected, (gt.ravel(), pred.ravel()), 1)
+        assert (fastpng.joint_histogram(gt_png, pred_png) == expected).all(), w
+        assert (fastpng.value_histogram(gt_png) == np.bincount(gt.ravel(), minlength=256)).all()
+
+
 def test_pillows_own_pngs(tmp_path):
     """Pillow picks a filter per row itself (as for the official masks); palette PNGs read as
     indices, like the general decoder."""
@@ -167,26 +202,26 @@ def test_anything_else_is_left_to_the_general_decoder(case):
         assert fastpng.value_histogram(gt) is None or fastpng.value_histogram(pred) is None
 
 
-def test_nothing_runs_with_the_jit_disabled(monkeypatch):
+def test_without_the_kernel_nothing_runs(monkeypatch):
     png = encode(np.zeros((3, 4), np.uint8), [0])
     assert fastpng.joint_histogram(png, png) is not None
-    monkeypatch.setattr(fastpng.numba.config, "DISABLE_JIT", True)
-    assert not fastpng.available() and not fastpng.warm()
+    monkeypatch.setattr(fastpng, "_fastpng", None)  # as where it could not be built
+    assert not fastpng.available()
     assert fastpng.joint_histogram(png, png) is None and fastpng.value_histogram(png) is None
 
 
-def test_warm_compiles_what_scoring_calls():
-    assert fastpng.warm()
-    signatures = fastpng._count_pairs.signatures, fastpng._count_values.signatures
-    png = encode(np.zeros((3, 4), np.uint8), [0])
-    fastpng.joint_histogram(png, png)
-    fastpng.value_histogram(png)
-    assert (fastpng._count_pairs.signatures, fastpng._count_values.signatures) == signatures
-
-
-def test_no_writable_cache_folder_still_compiles():
-    """numba refuses ``cache=True`` when it finds no writable cache folder (here: a function
-    without a source file); the kernel then compiles without a cache instead of failing."""
-    namespace: dict = {}
-    exec("def double(x):\n    return 2 * x\n", namespace)  # no source file behind it
-    assert fastpng._native(namespace["double"])(21) == 42
+def test_the_kernel_checks_its_arguments():
+    kernel, hist, pairs = fastpng._fastpng, np.zeros(256, np.int64), np.zeros(65536, np.int64)
+    with pytest.raises(ValueError, match="must be 12 bytes, got 11"):
+        kernel.count_values(bytes(11), 3, 3, hist)
+    with pytest.raises(ValueError, match="must be 12 bytes, got 13"):
+        kernel.count_pairs(bytes(12), bytes(13), 3, 3, pairs)
+    with pytest.raises(ValueError, match="hist must be 256 int64"):
+        kernel.count_values(bytes(12), 3, 3, hist[:255])
+    with pytest.raises(ValueError, match="hist must be 65536 int64"):
+        kernel.count_pairs(bytes(12), bytes(12), 3, 3, hist)
+    with pytest.raises(ValueError, match="height and width"):
+        kernel.count_values(b"", 0, 3, hist)
+    with pytest.raises(TypeError):  # read-only
+        kernel.count_values(bytes(12), 3, 3, bytes(256 * 8))
+    assert kernel.count_values(bytes(12), 3, 3, hist) and hist[0] == 9

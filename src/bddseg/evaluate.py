@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bddseg import metrics
+from bddseg import fastpng, metrics
 from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_path, atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
@@ -152,27 +152,14 @@ def write_outputs(
 
 
 # ---------------------------------------------------------------- folders of masks
-# Scoring through bddseg.fastpng first costs about 0.55 s (importing numba, loading the
-# kernel; once, in the parent: the worker processes inherit it), then saves about 5 ms per
-# pair: worth it from ~130 pairs.
-FAST_MIN_PAIRS = 150
-
-
-def _score_chunk(
-    chunk: list[tuple[str, str, str | None]], min_pixels: int, fast: bool = False
-) -> Tally:
-    """Score ``(stem, gt_path, pred_path | None)`` pairs; runs in a worker process. ``fast``:
-    through the native kernel of :mod:`bddseg.fastpng` where it applies."""
-    joint = None
-    if fast:
-        from bddseg import fastpng  # numba: imported only where it pays
-
-        joint = fastpng.joint_histogram
+def _score_chunk(chunk: list[tuple[str, str, str | None]], min_pixels: int) -> Tally:
+    """Score ``(stem, gt_path, pred_path | None)`` pairs; runs in a worker process. Each pair
+    goes through the native kernel of :mod:`bddseg.fastpng` where it applies."""
     tally = Tally()
     for stem, gt_path, pred_path in chunk:
         gt_data = read_bytes(gt_path, "ground-truth mask")
         pred_data = None if pred_path is None else read_bytes(pred_path, "prediction")
-        hist = None if joint is None or pred_data is None else joint(gt_data, pred_data)
+        hist = None if pred_data is None else fastpng.joint_histogram(gt_data, pred_data)
         if hist is None:  # any other PNG kind, a bad file (named here) or a missing prediction
             hist = _decoded_histogram(gt_path, gt_data, pred_path, pred_data)
         try:  # predicted 19..255 are misses (the official tool's rule); the truth is checked
@@ -228,8 +215,8 @@ def evaluate_folders(
         workers: processes decoding and counting in parallel (each takes a chunk of pairs;
             few pairs are scored inline, see :func:`bddseg.parallel.parallel_map`). With
             plots and ``workers`` > 1, one more process imports matplotlib meanwhile and
-            then draws them. Folders of :data:`FAST_MIN_PAIRS` pairs or more are scored
-            through :mod:`bddseg.fastpng`.
+            then draws them. Pairs are scored through :mod:`bddseg.fastpng` where it
+            applies.
         min_pixels: image-level presence threshold.
         plots: also write the plots (matplotlib's import and three figures: about 1.1 s of
             CPU, as much as scoring 600 pairs).
@@ -260,27 +247,16 @@ def evaluate_folders(
         warn(f"{orphans} prediction(s) in {pred_dir} have no ground truth; ignored")
     tally = Tally()
     extra = {"missing_predictions": missing}
-    fast = len(items) >= FAST_MIN_PAIRS
     helper = plots and workers > 1 and can_preload()
-    # with workers, a helper process imports matplotlib while this one loads the kernel, then
-    # draws; else matplotlib's import (0.4 s) runs here, in the otherwise idle parent, while
-    # the workers score
+    # with workers, a helper process imports matplotlib while they score, then draws; else
+    # matplotlib's import (0.4 s) runs here, in the otherwise idle parent, meanwhile
     with Preloaded("bddseg.plots") if helper else contextlib.nullcontext() as plotter:
         preload = (
             (lambda: importlib.import_module("bddseg.plots")) if plots and not helper else None
         )
-        _load_kernel(fast)
-        for part in parallel_map(_score_chunk, items, workers, min_pixels, fast, meanwhile=preload):
+        for part in parallel_map(_score_chunk, items, workers, min_pixels, meanwhile=preload):
             tally.merge(part)
         return write_outputs(out_dir, tally, extra, plots=plots, workers=workers, plotter=plotter)
-
-
-def _load_kernel(fast: bool) -> None:
-    """Load the fastpng kernel here, before the worker processes fork and inherit it."""
-    if fast:
-        from bddseg import fastpng
-
-        fastpng.warm()
 
 
 # ---------------------------------------------------------------- a model over a split

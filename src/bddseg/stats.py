@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from bddseg import fastpng
 from bddseg.config import choices
 from bddseg.data import decode_mask, init_decode_worker
 from bddseg.errors import BddsegError
@@ -49,27 +50,20 @@ def stats_fingerprint(masks: list[Path], beta: float | None) -> str:
     return h.hexdigest()
 
 
-# Counting through bddseg.fastpng costs about 0.55 s first (importing numba, loading the
-# kernel, once, before the workers fork) and saves about 3 ms per mask.
-FAST_MIN_MASKS = 200
-
-
-def _mask_counts(path: Path, fast: bool) -> torch.Tensor:
-    """A validated mask's value histogram, ``int64 (256,)``."""
-    if fast:
-        from bddseg import fastpng  # loaded by the caller: the workers inherit it
-
-        hist = fastpng.value_histogram(read_bytes(path, "mask"))
-        if hist is not None:  # None: another kind of PNG or a bad file, decoded (named) below
-            return torch.from_numpy(check_counts(hist, path))
+def _mask_counts(path: Path) -> torch.Tensor:
+    """A validated mask's value histogram, ``int64 (256,)``: through the native kernel of
+    :mod:`bddseg.fastpng` where it applies (about 0.6 ms per real mask instead of 4 ms)."""
+    hist = fastpng.value_histogram(read_bytes(path, "mask"))
+    if hist is not None:  # None: another kind of PNG or a bad file, decoded (named) below
+        return torch.from_numpy(check_counts(hist, path))
     return decode_mask(path)[1]
 
 
-def _count_chunk(masks: list[Path], fast: bool = False) -> torch.Tensor:
+def _count_chunk(masks: list[Path]) -> torch.Tensor:
     """``int64 (3, 20)``: pixels per class, images containing it, pixels of those images."""
     out = torch.zeros(3, len(_VALUES), dtype=torch.int64)
     for path in masks:
-        hist = _mask_counts(path, fast)
+        hist = _mask_counts(path)
         counts = hist[_VALUES]
         present = counts > 0
         out[0] += counts
@@ -78,18 +72,9 @@ def _count_chunk(masks: list[Path], fast: bool = False) -> torch.Tensor:
     return out
 
 
-def _presence_chunk(masks: list[Path], fast: bool = False) -> torch.Tensor:
+def _presence_chunk(masks: list[Path]) -> torch.Tensor:
     """``bool (len(masks), 20)``: which classes (:data:`CLASS_NAMES_20` order) each mask holds."""
-    return torch.stack([_mask_counts(path, fast)[_VALUES] > 0 for path in masks])
-
-
-def _fast(masks: list[Path]) -> bool:
-    """Whether to count through the fastpng kernel; loads it here when so."""
-    if len(masks) < FAST_MIN_MASKS:
-        return False
-    from bddseg import fastpng
-
-    return fastpng.warm()
+    return torch.stack([_mask_counts(path)[_VALUES] > 0 for path in masks])
 
 
 def image_presence(
@@ -101,10 +86,7 @@ def image_presence(
     masks = [p.mask for p in pairs[:max_images]]
     if not masks:
         raise BddsegError(f"no image/mask pairs in the {split} split", root)
-    fast = _fast(masks)
-    return torch.cat(
-        parallel_map(_presence_chunk, masks, workers, fast, initializer=init_decode_worker)
-    )
+    return torch.cat(parallel_map(_presence_chunk, masks, workers, initializer=init_decode_worker))
 
 
 def _normalise(w: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -200,8 +182,7 @@ def compute_stats(
         cached = _read_cache(cache_file, fingerprint)
         if cached is not None:
             return cached
-    fast = _fast(masks)
-    parts = parallel_map(_count_chunk, masks, workers, fast, initializer=init_decode_worker)
+    parts = parallel_map(_count_chunk, masks, workers, initializer=init_decode_worker)
     counts = sum(parts).to(torch.float64)
     pixels, images, image_pixels = counts
     weights = weights_from_counts(pixels, image_pixels, beta)
