@@ -24,6 +24,7 @@ MODULES = sorted(
     PACKAGE if p.stem == "__init__" else f"{PACKAGE}.{p.stem}" for p in SOURCE.glob("*.py")
 )
 TOP = {"bddseg", "bddseg.cli"}  # what no other module may import
+NATIVE = {f"{PACKAGE}.{p.stem}" for p in SOURCE.glob("*.c")}  # C extensions: they import nothing
 
 
 def module_path(module: str) -> Path:
@@ -34,7 +35,8 @@ def module_path(module: str) -> Path:
 def imports_of(source: str, module: str, known: set[str] | frozenset[str]) -> set[str]:
     """The ``bddseg`` modules that ``source`` (the text of ``module``) imports, at any level
     (inside functions too); relative imports resolved. ``from bddseg import x`` is an import
-    of ``bddseg.x`` when that is a module in ``known``, else of the package ``bddseg``."""
+    of ``bddseg.x`` when that is a module in ``known``, else of the package ``bddseg``; the C
+    extensions (:data:`NATIVE`) are leaves, left out."""
     package = module if module == PACKAGE else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
@@ -50,7 +52,8 @@ def imports_of(source: str, module: str, known: set[str] | frozenset[str]) -> se
         if base == PACKAGE:
             for a in node.names:
                 sub = f"{PACKAGE}.{a.name}"
-                found.add(sub if sub in known else PACKAGE)
+                if sub not in NATIVE:
+                    found.add(sub if sub in known else PACKAGE)
         elif base.partition(".")[0] == PACKAGE:
             found.add(base)
     found.discard(module)
