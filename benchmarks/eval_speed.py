@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bddseg.bench import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 H, W = 720, 1280
 
@@ -178,16 +180,6 @@ def compare(ours: dict, official: dict) -> float:
     return max(abs(100 * (a or 0.0) - b) for a, b in pairs)
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
@@ -246,7 +238,7 @@ def main() -> None:
                 f"faster by wall time, {cpu['official'] / cpu[k]:.1f}x by CPU time")  # fmt: skip
 
     diff_note = "" if diff <= 1e-4 else "  **MISMATCH**"
-    machine = (f"{os.cpu_count()} cores ({cpu_name()}), shared with other jobs; load average "
+    machine = (f"{os.cpu_count()} cores ({cpu_model()}), shared with other jobs; load average "
                f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")  # fmt: skip
     what = (
         "official BDD100K val masks as truth (predictions made from them)"

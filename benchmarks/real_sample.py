@@ -40,7 +40,6 @@ import dataclasses
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -51,10 +50,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from bddseg.bench import cpu_model
 from bddseg.config import load_config, override
 from bddseg.labels import CLASS_NAMES
 from bddseg.layout import list_pairs
 from bddseg.metrics import official_metrics
+from bddseg.precision import cpu_bf16_native
 from bddseg.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -275,15 +276,9 @@ def plot(results: list[dict], path: Path, meta: dict) -> None:
 
 
 def cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    names = [
-        line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")
-    ]
-    amx = " (AMX bf16)" if "amx_bf16" in text else ""
-    return (names[0] if names else platform.processor() or "unknown CPU") + amx
+    """The CPU's model, and its native bf16 (what ``precision: auto`` keys on) where it has it."""
+    native = cpu_bf16_native()
+    return f"{cpu_model()} ({native})" if native else cpu_model()
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

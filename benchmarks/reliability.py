@@ -30,6 +30,8 @@ import pytest
 import torch
 import torchvision
 
+from bddseg.bench import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -183,12 +185,7 @@ def kills(base: Path, synth: Path, seeds: list[int]) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{os.cpu_count()}-core {cpu}, {platform.system()} {platform.machine()}, "
             f"Python {platform.python_version()}, torch {torch.__version__}, torchvision "

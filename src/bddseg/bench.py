@@ -11,6 +11,7 @@ images/s is images over the summed call times, and CPU s/image is this process's
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -29,19 +30,20 @@ from bddseg.errors import BddsegError, first_line
 VARIANTS = ("fp32", "channels_last", "bf16", "compile", "onnxruntime", "cl+bf16+compile")
 
 
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name (``/proc/cpuinfo``) and logical core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or "CPU"
-    try:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux; else what :mod:`platform` says)."""
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical cores"
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name and logical core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()}, {os.cpu_count()} logical cores"
 
 
 def _sync(device: torch.device) -> None:
@@ -249,4 +251,11 @@ def markdown_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["VARIANTS", "device_name", "markdown_table", "run_inference_bench", "time_forward"]
+__all__ = [
+    "VARIANTS",
+    "cpu_model",
+    "device_name",
+    "markdown_table",
+    "run_inference_bench",
+    "time_forward",
+]
