@@ -16,12 +16,12 @@ $(PY):
 # there; without one bddseg still works, slower, and says so here.
 KERNEL := $(PY) -c "import bddseg.fastpng as f; f.available() or print('note: no C compiler: bddseg.fastpng not built; evaluate decodes masks through pyspng (about 4x slower)')"
 
-$(VENV)/.stamp-base: pyproject.toml src/bddseg/_fastpng.c | $(PY)
+$(VENV)/.stamp-base: pyproject.toml setup.py src/bddseg/_fastpng.c | $(PY)
 	$(PIP) install -e .
 	$(KERNEL)
 	touch $@
 
-$(VENV)/.stamp-test: pyproject.toml src/bddseg/_fastpng.c | $(PY)
+$(VENV)/.stamp-test: pyproject.toml setup.py src/bddseg/_fastpng.c | $(PY)
 	$(PIP) install -e '.[test]'
 	$(KERNEL)
 	touch $@ $(VENV)/.stamp-base
@@ -30,12 +30,12 @@ demo: $(VENV)/.stamp-base
 	$(VENV)/bin/bddseg demo --out $(OUT)
 
 lint: $(VENV)/.stamp-test
-	$(VENV)/bin/ruff check src tests benchmarks notebooks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check setup.py src tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check setup.py src tests benchmarks
 
 format: $(VENV)/.stamp-test
-	$(VENV)/bin/ruff check --fix src tests benchmarks notebooks
-	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix setup.py src tests benchmarks notebooks
+	$(VENV)/bin/ruff format setup.py src tests benchmarks
 
 test: lint
 	$(PY) -m pytest -q
