@@ -17,6 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(_MSC_VER) && !defined(restrict) /* MSVC's C mode spells it __restrict */
+#define restrict __restrict
+#endif
+
 /* Masks are flat: long runs of one value, so a filtered row is mostly zero bytes and the row
  * above mostly repeats its neighbour. The loops below test 8 bytes at a time for that case
  * (one 64-bit load and compare) and handle only the rest byte by byte: 1.5-2x faster on real
