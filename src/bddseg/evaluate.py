@@ -14,7 +14,7 @@ atomically, into ``out_dir``:
   the classes in its truth), pixel_accuracy (over its labelled pixels); empty where undefined;
 - the evaluation plots, by :func:`bddseg.plots.write_eval_plots`.
 
-The folder mode never imports torch (1.4 s of start-up, more than scoring 500 pairs).
+The folder mode never imports torch (1.4 s of start-up, more than scoring 1,000 pairs).
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def evaluate_folders(
             applies.
         min_pixels: image-level presence threshold.
         plots: also write the plots (matplotlib's import and three figures: about 1.1 s of
-            CPU, as much as scoring 600 pairs).
+            CPU, as much as scoring 1,000 pairs).
 
     Returns:
         The metrics.json content.
