@@ -24,7 +24,7 @@ import zlib
 
 import numpy as np
 
-from bddseg.masks import MAX_SIDE, PNG_SIGNATURE, png_problem
+from bddseg.masks import MAX_SIDE, PNG_SIGNATURE, png_chunks
 
 try:
     from isal import isal_zlib as _zlib
@@ -53,21 +53,13 @@ def _layout(data: bytes) -> tuple[int, int, bytes] | None:
     depth, color, compression, filtering, interlace = data[24:29]
     if depth != 8 or color not in (0, 3) or compression or filtering or interlace:
         return None
-    if png_problem(data) is not None:
+    chunks, problem = png_chunks(data)
+    if problem is not None:
         return None
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
         return None
-    parts, view, i = [], memoryview(data), 8
-    while i + 12 <= len(data):
-        end = i + 12 + int.from_bytes(view[i : i + 4], "big")
-        kind = view[i + 4 : i + 8]
-        if kind == b"IDAT":
-            parts.append(view[i + 8 : end - 4])
-        elif kind == b"IEND":
-            break
-        i = end
-    return width, height, b"".join(parts)
+    return width, height, b"".join(body for kind, body in chunks if kind == b"IDAT")
 
 
 def _inflate(stream: bytes, size: int) -> bytes | None:

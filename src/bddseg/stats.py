@@ -19,12 +19,12 @@ import torch
 
 from bddseg import fastpng
 from bddseg.config import choices
-from bddseg.data import decode_mask, init_decode_worker
+from bddseg.data import init_decode_worker
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
 from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20
 from bddseg.layout import Pair, list_pairs, normalize_split
-from bddseg.masks import check_counts, read_bytes
+from bddseg.masks import check_counts, decode_mask, histogram, read_bytes
 from bddseg.parallel import parallel_map
 
 # the weighting methods: the config's choices for loss.class_weights, less "none"
@@ -53,10 +53,11 @@ def stats_fingerprint(masks: list[Path], beta: float | None) -> str:
 def _mask_counts(path: Path) -> torch.Tensor:
     """A validated mask's value histogram, ``int64 (256,)``: through the native kernel of
     :mod:`bddseg.fastpng` where it applies (about 0.6 ms per real mask instead of 4 ms)."""
-    hist = fastpng.value_histogram(read_bytes(path, "mask"))
-    if hist is not None:  # None: another kind of PNG or a bad file, decoded (named) below
-        return torch.from_numpy(check_counts(hist, path))
-    return decode_mask(path)[1]
+    data = read_bytes(path, "mask")
+    hist = fastpng.value_histogram(data)
+    if hist is None:  # another kind of PNG or a bad file: the general decoder (names it)
+        hist = histogram(decode_mask(data, path))
+    return torch.from_numpy(check_counts(hist, path))
 
 
 def _count_chunk(masks: list[Path]) -> torch.Tensor:
