@@ -49,7 +49,7 @@ def test_stats_match_independent_count(real_root, tmp_path, monkeypatch):
     expected = np.where(present, counts[ids].sum() / np.maximum(counts[ids], 1), 0)
     expected = expected * present.sum() / expected.sum()
     np.testing.assert_allclose(inv[present], expected[present], rtol=1e-9)
-    assert stats["weights"]["inverse"]["train"] == pytest.approx(inv.max())  # absent: max
+    assert stats["weights"]["inverse"]["train"] == 0.0  # absent from the split: weight 0
 
 
 @pytest.mark.real
@@ -70,11 +70,12 @@ def test_native_counts_give_the_same_statistics(real_root, tmp_path, monkeypatch
     monkeypatch.setattr(fastpng, "value_histogram", counted)
     monkeypatch.setattr(parallel, "MIN_PARALLEL", 1)
     fast = compute_stats(real_root, "train", workers=workers, cache=False)
-    fast_presence = image_presence(real_root, "train", workers=workers)
+    fast_presence = image_presence(real_root, "train", workers=workers, cache=False)
     assert log.read_text() == "x" * 32  # 16 masks, twice
     monkeypatch.setattr(fastpng, "_fastpng", None)  # as where it could not be built
     assert compute_stats(real_root, "train", workers=workers, cache=False) == fast
-    assert torch.equal(image_presence(real_root, "train", workers=workers), fast_presence)
+    slow_presence = image_presence(real_root, "train", workers=workers, cache=False)
+    assert torch.equal(slow_presence, fast_presence)
 
 
 def test_native_counts_name_a_bad_mask(tmp_path):
@@ -94,16 +95,36 @@ def test_weight_formulas_by_hand():
     w = weights_from_counts(pixels, image_pixels, beta=0.99)
     inv = np.array([10, 10 / 3, 0, 10 / 6])
     inv = inv * 3 / inv.sum()
-    np.testing.assert_allclose(w["inverse"].numpy(), [inv[0], inv[1], inv[0], inv[3]])
+    np.testing.assert_allclose(w["inverse"].numpy(), inv)  # class 2 is absent: 0
     freq = np.array([0.1, 0.3, 0.3])  # classes 0, 1, 3; median 0.3
     med = 0.3 / freq
     med = med * 3 / med.sum()
-    np.testing.assert_allclose(w["median"].numpy(), [med[0], med[1], med[0], med[2]])
+    np.testing.assert_allclose(w["median"].numpy(), [med[0], med[1], 0, med[2]])
     eff = np.array([(1 - 0.99) / (1 - 0.99**n) for n in (100, 300, 600)])
     eff = eff * 3 / eff.sum()
-    np.testing.assert_allclose(w["effective"].numpy(), [eff[0], eff[1], eff[0], eff[2]])
+    np.testing.assert_allclose(w["effective"].numpy(), [eff[0], eff[1], 0, eff[2]])
     for m in w.values():
         assert m[[0, 1, 3]].mean().item() == pytest.approx(1.0)
+        assert m[2].item() == 0.0
+
+
+def test_an_absent_class_weighs_zero_and_adds_nothing_to_the_loss():
+    """The class with no pixels gets weight 0, not the largest (its count is 0, not small);
+    in the loss its pixels then count as if they were ignored."""
+    from bddseg.config import LossConfig
+    from bddseg.losses import build_loss
+
+    pixels = torch.tensor([500.0, 50.0, 0.0], dtype=torch.float64)
+    w = weights_from_counts(pixels, pixels.clamp(min=1) * 2)
+    for method, m in w.items():
+        assert m[2] == 0 and m[1] == m.max(), method  # the rarest present class is the largest
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 4, 6)
+    target = torch.randint(0, 2, (1, 4, 6))
+    target[0, 0] = 2  # the "absent" class does occur here
+    loss = build_loss(LossConfig(name="ce"), 3, w["inverse"].float())
+    ignored = torch.where(target == 2, 255, target)
+    assert loss(logits, target).item() == pytest.approx(loss(logits, ignored).item())
 
 
 def test_stats_cache_hit_and_invalidation(tmp_path, monkeypatch):
@@ -153,7 +174,7 @@ def test_class_weights(real_root, tmp_path, monkeypatch):
         assert w20[present].mean().item() == pytest.approx(1.0, rel=1e-5)
         assert w19[present[:19]].mean().item() == pytest.approx(1.0, rel=1e-5)
         assert torch.allclose(w19 / w19[0], w20[:19] / w20[0], rtol=1e-4)
-        assert w20[16] == w20.max()  # "train" never occurs in the real pairs
+        assert w20[16] == 0 and w19[16] == 0  # "train" never occurs in the real pairs
     assert torch.equal(class_weights(stats, "none"), torch.ones(20))
     with pytest.raises(BddsegError, match="valid: none, inverse"):
         class_weights(stats, "sqrt")
@@ -194,9 +215,11 @@ def test_class_weights_ignore_drops_unknown_and_renormalises():
     present19 = torch.tensor([s > 0 for s in shares[:19]])
     assert w19.shape == (19,) and w19.dtype == torch.float32
     assert w19[present19].mean().item() == pytest.approx(1.0)
-    assert w19[3] == w19[present19].max()  # absent: the largest present weight
+    assert w19[3] == 0  # absent from the split: weight 0
     assert w19[10] / w19[0] == pytest.approx(raw[10] / raw[0])  # ratios kept
     assert w20.shape == (20,) and w20[19] == w20.max()  # unknown: the largest raw weight
+    assert w20[3] == 0
+    assert torch.equal(w20[[0, 1, 2, 4]], torch.tensor([1.0, 2.0, 3.0, 5.0]))  # handed over
     assert torch.equal(class_weights(stats, "none", unknown="ignore"), torch.ones(19))
     with pytest.raises(BddsegError, match="unknown must be 'class' or 'ignore'"):
         class_weights(stats, "median", unknown="drop")
@@ -228,13 +251,91 @@ def test_cache_dir_and_fingerprint(tmp_path, monkeypatch):
     assert stats_fingerprint([a, b], None) != first
 
 
+def test_weights_are_normalised_once(tmp_path, monkeypatch):
+    """compute_stats normalises each method once; class_weights hands the 20 weights over as
+    they are and normalises only the 19 it keeps when unknown is ignored."""
+    from bddseg import stats as stats_mod
+
+    calls = []
+    real = stats_mod._normalise
+
+    def counted(w, present):
+        calls.append(len(w))
+        return real(w, present)
+
+    monkeypatch.setattr(stats_mod, "_normalise", counted)
+    root = make_tree(tmp_path / "ds", "flat", counts=(("train", 3),))
+    stats = compute_stats(root, cache=False)
+    assert calls == [20, 20, 20]  # inverse, median, effective
+    for method in ("inverse", "median", "effective"):
+        w20 = class_weights(stats, method)
+        assert w20.tolist() == pytest.approx(list(stats["weights"][method].values()), rel=1e-6)
+    assert calls == [20, 20, 20]
+    class_weights(stats, "median", unknown="ignore")
+    assert calls == [20, 20, 20, 19]
+
+
+def _count_reads(monkeypatch) -> list:
+    """Record each mask that stats decodes (inline: workers=1)."""
+    from bddseg import stats as stats_mod
+
+    reads, real = [], stats_mod._mask_counts
+
+    def counted(path):
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(stats_mod, "_mask_counts", counted)
+    return reads
+
+
+@pytest.mark.parametrize("first", ["stats", "presence"])
+def test_presence_and_stats_read_each_mask_once(tmp_path, monkeypatch, first):
+    """Statistics and presence come from one pass, cached in one file: whichever is asked
+    first, the other is read from the cache."""
+    root = make_tree(tmp_path / "ds", "flat", counts=(("train", 4),))
+    fresh = image_presence(root, "train", cache=False), compute_stats(root, cache=False)
+    reads = _count_reads(monkeypatch)
+    cache = tmp_path / "cache"
+    if first == "stats":
+        stats = compute_stats(root, cache_dir=cache)
+        presence = image_presence(root, "train", cache_dir=cache)
+    else:
+        presence = image_presence(root, "train", cache_dir=cache)
+        stats = compute_stats(root, cache_dir=cache)
+    assert len(reads) == 4 and len(set(reads)) == 4
+    assert len(list(cache.glob("stats-train-*.json"))) == 1
+    assert torch.equal(presence, fresh[0]) and presence.dtype == torch.bool
+    assert stats == fresh[1]
+    assert torch.equal(image_presence(root, "train", max_images=2, cache_dir=cache), fresh[0][:2])
+    assert len(reads) == 6  # another subset: another fingerprint, counted once
+
+
+def test_a_cache_without_presence_is_recounted(tmp_path, monkeypatch):
+    import json
+
+    root = make_tree(tmp_path / "ds", "flat", counts=(("train", 3),))
+    cache = tmp_path / "cache"
+    presence = image_presence(root, "train", cache_dir=cache)
+    (file,) = cache.glob("stats-train-*.json")
+    data = json.loads(file.read_text())
+    for broken in ({k: v for k, v in data.items() if k != "presence"}, {**data, "presence": [1]}):
+        file.write_text(json.dumps(broken))
+        reads = _count_reads(monkeypatch)
+        assert torch.equal(image_presence(root, "train", cache_dir=cache), presence)
+        assert len(reads) == 3
+        monkeypatch.undo()
+
+
 def test_image_presence_lists_the_classes_of_each_mask(tmp_path):
     root = make_tree(tmp_path, "flat", counts=(("train", 3),))
-    presence = image_presence(root, "train", max_images=2)
+    presence = image_presence(root, "train", max_images=2, cache_dir=tmp_path / "cache")
     assert presence.shape == (2, 20) and presence.dtype == torch.bool
     for row, i in zip(presence, range(2), strict=True):
         mask = np.asarray(Image.open(root / f"labels/sem_seg/masks/train/train-{i:02d}.png"))
         values = [*range(19), 255]
         assert row.tolist() == [bool((mask == v).any()) for v in values]
     with pytest.raises(BddsegError, match="no image/mask pairs in the test split"):
-        image_presence(make_tree(tmp_path / "t", "flat", counts=(("test", 1),)), "test")
+        image_presence(
+            make_tree(tmp_path / "t", "flat", counts=(("test", 1),)), "test", cache=False
+        )

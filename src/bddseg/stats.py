@@ -1,8 +1,9 @@
 """Per-class statistics of a split and class weights for the loss, cached by a fingerprint.
 
 Counts cover the 19 train ids and ``unknown`` (raw 255), in :data:`CLASS_NAMES_20` order.
-Weight formulas are in :func:`compute_stats`. The cache lives in the folder given to
-:func:`compute_stats` as ``cache_dir``; by default :func:`default_cache_dir`.
+Weight formulas are in :func:`compute_stats`. One pass over the masks gives both the
+statistics and the per-image class presence (:func:`image_presence`); both are cached in one
+file, in the folder given as ``cache_dir`` (by default :func:`default_cache_dir`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from bddseg.parallel import parallel_map
 
 # the weighting methods: the config's choices for loss.class_weights, less "none"
 METHODS = tuple(m for m in choices("loss.class_weights") if m != "none")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: absent classes weigh 0; the per-image presence is cached too
 _VALUES = list(range(NUM_CLASSES)) + [IGNORE_VALUE]  # raw values in CLASS_NAMES_20 order
 
 
@@ -61,40 +62,32 @@ def _mask_counts(path: Path) -> torch.Tensor:
 
 
 def _count_chunk(masks: list[Path]) -> torch.Tensor:
-    """``int64 (3, 20)``: pixels per class, images containing it, pixels of those images."""
-    out = torch.zeros(3, len(_VALUES), dtype=torch.int64)
-    for path in masks:
-        hist = _mask_counts(path)
-        counts = hist[_VALUES]
-        present = counts > 0
-        out[0] += counts
-        out[1] += present
-        out[2] += present * int(hist.sum())
-    return out
-
-
-def _presence_chunk(masks: list[Path]) -> torch.Tensor:
-    """``bool (len(masks), 20)``: which classes (:data:`CLASS_NAMES_20` order) each mask holds."""
-    return torch.stack([_mask_counts(path)[_VALUES] > 0 for path in masks])
+    """``int64 (len(masks), 20)``: each mask's pixels per class (:data:`CLASS_NAMES_20` order).
+    A valid mask holds no other values, so a row's sum is the mask's size."""
+    return torch.stack([_mask_counts(path)[_VALUES] for path in masks])
 
 
 def image_presence(
-    root: str | Path, split: str = "train", workers: int = 1, max_images: int | None = None
+    root: str | Path,
+    split: str = "train",
+    workers: int = 1,
+    max_images: int | None = None,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
 ) -> torch.Tensor:
     """``bool (N, 20)``: class presence per image of the split's complete pairs, in the order
-    of :func:`bddseg.data.build_dataset` (stem order, the first ``max_images``)."""
-    pairs = [p for p in list_pairs(root, normalize_split(split)) if p.image and p.mask]
-    masks = [p.mask for p in pairs[:max_images]]
-    if not masks:
-        raise BddsegError(f"no image/mask pairs in the {split} split", root)
-    return torch.cat(parallel_map(_presence_chunk, masks, workers, initializer=init_decode_worker))
+    of :func:`bddseg.data.build_dataset` (stem order, the first ``max_images``).
+
+    Counted in the same pass as :func:`compute_stats` and cached in the same file (same
+    arguments, same meaning), so calling both reads each mask once.
+    """
+    return _split_counts(root, split, workers, cache, None, max_images, cache_dir)[1]
 
 
 def _normalise(w: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-    """Mean 1 over present classes; absent classes get the largest present weight."""
+    """Mean 1 over the present classes, 0 for the absent ones."""
     w = torch.where(present, w, 0.0)
-    w = w * present.sum() / w.sum()
-    return torch.where(present, w, w[present].max())
+    return w * present.sum() / w.sum()
 
 
 def weights_from_counts(
@@ -102,7 +95,9 @@ def weights_from_counts(
 ) -> dict[str, torch.Tensor]:
     """Class weights from ``pixels[c]`` and ``image_pixels[c]`` (float64, any length K).
 
-    See :func:`compute_stats` for the formulas. Needs at least one present class.
+    See :func:`compute_stats` for the formulas. Each method is normalised here, once: mean 1
+    over the present classes (``pixels > 0``), 0 for the absent ones. Needs at least one
+    present class.
     """
     present = pixels > 0
     n = pixels.clamp(min=1)
@@ -149,16 +144,18 @@ def compute_stats(
       pixels): classes at or above their fair share get about equal weights, rarer classes
       about inverse-frequency ones. Pass ``beta`` to choose another.
 
-    Each method is normalised to mean 1 over ``P``. A class absent from the split gets the
-    largest weight, not 0: it is rarer than any class seen, weighting it costs nothing while
-    it stays absent (no target pixels), and 0 would silently drop its pixels from the loss if
-    it appears in data the statistics did not see (a ``max_images`` subset, another split).
+    Each method is normalised to mean 1 over ``P``. A class absent from the split (``n_c = 0``)
+    gets weight 0: its count says nothing about how rare it is, so no formula applies (the
+    inverse would be the largest of all). In the loss a weight-0 class adds nothing to the
+    sum or the normaliser (:mod:`bddseg.losses`), so if it does occur in data these counts did
+    not cover (a ``max_images`` subset, another split), its pixels do not train the model:
+    count the data you train on.
 
-    With ``cache`` (the default) the result is kept in ``cache_dir`` (None:
-    :func:`default_cache_dir`, i.e. ``$BDDSEG_CACHE`` or ``~/.cache/bddseg``) as
-    ``stats-SPLIT-FINGERPRINT.json`` (see :func:`stats_fingerprint`), and read back from there
-    while the masks and settings are unchanged. An unwritable cache folder only costs a
-    recount next time.
+    With ``cache`` (the default) the result and the per-image presence
+    (:func:`image_presence`) are kept in ``cache_dir`` (None: :func:`default_cache_dir`, i.e.
+    ``$BDDSEG_CACHE`` or ``~/.cache/bddseg``) as ``stats-SPLIT-FINGERPRINT.json`` (see
+    :func:`stats_fingerprint`), and read back from there while the masks and settings are
+    unchanged. An unwritable cache folder only costs a recount next time.
 
     Returns:
         ``{"pixel_share": {name: percent}, "image_count": {name: int}, "weights": {"inverse":
@@ -168,6 +165,20 @@ def compute_stats(
     Raises:
         BddsegError: bad root or split, no masks, or an invalid mask (naming it).
     """
+    return _split_counts(root, split, workers, cache, beta, max_images, cache_dir)[0]
+
+
+def _split_counts(
+    root: str | Path,
+    split: str,
+    workers: int,
+    cache: bool,
+    beta: float | None,
+    max_images: int | None,
+    cache_dir: str | Path | None,
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """``(compute_stats's dict, image_presence's bool (N, 20))``: from the cache, or from one
+    pass over the masks (then cached)."""
     split = normalize_split(split)
     pairs: list[Pair] = [p for p in list_pairs(root, split) if p.image and p.mask]
     if max_images is not None:
@@ -180,12 +191,16 @@ def compute_stats(
         fingerprint = stats_fingerprint(masks, beta)
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         cache_file = folder / f"stats-{split}-{fingerprint[:24]}.json"
-        cached = _read_cache(cache_file, fingerprint)
+        cached = _read_cache(cache_file, fingerprint, len(masks))
         if cached is not None:
             return cached
-    parts = parallel_map(_count_chunk, masks, workers, initializer=init_decode_worker)
-    counts = sum(parts).to(torch.float64)
-    pixels, images, image_pixels = counts
+    per_image = torch.cat(
+        parallel_map(_count_chunk, masks, workers, initializer=init_decode_worker)
+    )
+    presence = per_image > 0
+    pixels = per_image.sum(0).to(torch.float64)
+    images = presence.sum(0)
+    image_pixels = (presence * per_image.sum(1, keepdim=True)).sum(0).to(torch.float64)
     weights = weights_from_counts(pixels, image_pixels, beta)
     names = CLASS_NAMES_20
     stats = {
@@ -199,29 +214,44 @@ def compute_stats(
         "num_images": len(masks),
     }
     if cache_file is not None:
+        # presence as one 20-bit integer per image: bit c set when class c is in the mask
+        bits = (presence.to(torch.int64) << torch.arange(len(_VALUES))).sum(1).tolist()
+        data = {"fingerprint": fingerprint, "stats": stats, "presence": bits}
         # an unwritable cache costs a recount next time, nothing more
         with contextlib.suppress(BddsegError):
-            atomic_write_text(cache_file, json.dumps({"fingerprint": fingerprint, "stats": stats}))
-    return stats
+            atomic_write_text(cache_file, json.dumps(data))
+    return stats, presence
 
 
-def _read_cache(path: Path, fingerprint: str) -> dict[str, Any] | None:
+def _read_cache(
+    path: Path, fingerprint: str, num_images: int
+) -> tuple[dict[str, Any], torch.Tensor] | None:
+    """The cached ``(stats, presence)``, or None when absent, stale or malformed."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
         return None
-    return data.get("stats")
+    stats, bits = data.get("stats"), data.get("presence")
+    if not isinstance(stats, dict) or not isinstance(bits, list) or len(bits) != num_images:
+        return None
+    try:
+        bits = torch.tensor(bits, dtype=torch.int64).reshape(num_images, 1)
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    return stats, ((bits >> torch.arange(len(_VALUES))) & 1) == 1
 
 
 def class_weights(stats: dict[str, Any], method: str, unknown: str = "class") -> torch.Tensor:
     """Loss weights from :func:`compute_stats` output: ``float32 (20,)`` or ``(19,)``.
 
     ``method`` is ``"none"`` (all ones), ``"inverse"``, ``"median"`` or ``"effective"``.
-    ``unknown="ignore"`` drops ``unknown`` and renormalises the 19 others to mean 1 over the
-    present classes (absent ones: the maximum). The ratios between the 19 are those computed
-    with ``unknown`` counted, which is exact for ``inverse`` and close for the others.
+    ``unknown="class"`` hands over the 20 weights as :func:`compute_stats` normalised them
+    (mean 1 over the classes present in the split, 0 for absent ones). ``unknown="ignore"``
+    drops ``unknown`` and scales the 19 others to mean 1 over the present ones; the ratios
+    between them are those computed with ``unknown`` counted, which is exact for ``inverse``
+    and close for the others. A class with no pixels (``pixel_share`` 0) always weighs 0.
     """
     if unknown not in ("class", "ignore"):
         raise BddsegError(f"unknown must be 'class' or 'ignore', got {unknown!r}")
@@ -239,4 +269,6 @@ def class_weights(stats: dict[str, Any], method: str, unknown: str = "class") ->
         raise BddsegError(f"class statistics lack {e}; recompute them") from None
     if not present.any():
         return torch.ones(k)
-    return _normalise(w.double(), present).float()
+    if unknown == "ignore":  # unknown's share of the mean goes: back to mean 1
+        return _normalise(w.double(), present).float()
+    return torch.where(present, w, 0.0)
