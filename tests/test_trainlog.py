@@ -9,7 +9,8 @@ import signal
 import pytest
 
 from bddseg import trainlog
-from bddseg.trainlog import LOG_COLUMNS, CsvLog, Progress, StopFlag, Timer
+from bddseg.errors import BddsegError
+from bddseg.trainlog import LOG_COLUMNS, CsvLog, Progress, StopFlag, Timer, read_log, read_log_rows
 
 HEADER = ",".join(LOG_COLUMNS)
 
@@ -53,6 +54,39 @@ def test_a_new_run_starts_a_fresh_log(tmp_path):
     path.write_text("garbage\nnot,a,log\n")  # unreadable rows are dropped, not fatal
     CsvLog(path, resume_step=10)
     assert path.read_text() == HEADER + "\n"
+
+
+def test_read_log_keeps_the_complete_rows(tmp_path):
+    """The one log.csv reader: rows as text, or columns of floats; a killed run's partial last
+    line and rows without an integer step are dropped in both."""
+    path = tmp_path / "log.csv"
+    log = CsvLog(path, resume_step=None)
+    log.append(_row(1))
+    log.append(_row(2, val_miou=0.25, val_loss=float("nan")))
+    with open(path, "a") as f:
+        f.write("oops,,,\n3,0,0.001,0.3")  # a bad row, then a partial line (0.3 of 0.33?)
+    rows = read_log_rows(path)
+    assert [r["step"] for r in rows] == ["1", "2"] and list(rows[0]) == list(LOG_COLUMNS)
+    assert rows[0]["val_miou"] == "" and rows[1]["val_miou"] == "0.25"
+    cols = read_log(path)
+    assert list(cols) == list(LOG_COLUMNS)
+    assert cols["step"] == [1.0, 2.0] and cols["train_loss"] == [1.0, 0.5]
+    assert cols["val_miou"] == [None, 0.25] and cols["val_loss"][1] != cols["val_loss"][1]  # nan
+    path.write_text(",".join(LOG_COLUMNS) + "\n")
+    assert read_log(path) == {k: [] for k in LOG_COLUMNS} and read_log_rows(path) == []
+    with pytest.raises(BddsegError, match="training log not found"):
+        read_log(tmp_path / "nope.csv")
+    path.write_text("epoch,lr\n0,0.1\n")
+    with pytest.raises(BddsegError, match="no 'step' column"):
+        read_log_rows(path)
+
+
+def test_plots_and_report_read_the_log_through_trainlog():
+    """One reader: the loss curves and the report use trainlog's, not copies of their own."""
+    from bddseg import plots, report
+
+    assert plots.read_log is trainlog.read_log and report.read_log is trainlog.read_log
+    assert not hasattr(CsvLog, "_read_rows")
 
 
 def test_stop_flag_catches_the_first_signal_and_restores_handlers():

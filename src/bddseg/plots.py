@@ -9,7 +9,6 @@ or JPEG by suffix) and returns the path.
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import multiprocessing
@@ -26,6 +25,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
 from bddseg.labels import CLASS_NAMES_20, PALETTE
+from bddseg.trainlog import read_log
 
 # A light, seaborn-like look that sits well on the report's white cards.
 STYLE = {
@@ -153,33 +153,6 @@ def plot_class_stats(stats: Mapping, path: str | Path, log: bool = True) -> Path
 
 
 # ---------------------------------------------------------------- loss curves
-def read_log(log_csv: str | Path) -> dict[str, list[float | None]]:
-    """Read a training ``log.csv`` into columns of floats; empty cells become None.
-
-    Raises:
-        BddsegError: the file is missing, unreadable, or has no ``step`` column.
-    """
-    path = Path(log_csv)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            rows, header = list(reader), reader.fieldnames or []
-    except FileNotFoundError:
-        raise BddsegError("training log not found", path) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise BddsegError(f"cannot read training log ({e})", path) from None
-    if header and "step" not in header:
-        raise BddsegError("training log has no 'step' column", path)
-
-    def num(v: str | None) -> float | None:
-        try:
-            return float(v) if v else None
-        except ValueError:
-            return None
-
-    return {"step": [], **{k: [num(r.get(k)) for r in rows] for k in header}}
-
-
 def _xy(cols: Mapping, key: str) -> tuple[np.ndarray, np.ndarray]:
     pts = [
         (s, v) for s, v in zip(cols["step"], cols.get(key, []), strict=False) if None not in (s, v)
@@ -243,7 +216,7 @@ def _finish_loss_axes(ax_loss, ax_miou) -> None:
 def loss_figure(cols: Mapping) -> Figure:
     """Train (raw and smoothed) and valid loss vs step, and val mIoU vs step, of one run.
 
-    ``cols``: the columns of a ``log.csv`` as :func:`read_log` returns them.
+    ``cols``: the columns of a ``log.csv`` as :func:`bddseg.trainlog.read_log` returns them.
     """
     fig = _figure(12, 4.2)
     ax_loss, ax_miou = _loss_axes(fig)

@@ -37,9 +37,9 @@ from bddseg.plots import (
     iou_share_figure,
     loss_figure,
     loss_multi_figure,
-    read_log,
     sample_grid_figure,
 )
+from bddseg.trainlog import read_log
 
 __all__ = ["load_run", "write_report"]
 

@@ -1,5 +1,8 @@
 """What a training run writes besides checkpoints: ``log.csv``, TensorBoard events, the
 progress display, and the Ctrl-C / SIGTERM flag. Used by :mod:`bddseg.train` on rank 0.
+
+:func:`read_log_rows` is the one ``log.csv`` reader: resuming (:class:`CsvLog`), the loss
+curves (:mod:`bddseg.plots`) and the report (:mod:`bddseg.report`) all read through it.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
 from bddseg.progress import progress_bar
 
@@ -31,6 +35,63 @@ LOG_COLUMNS = (
 )
 
 
+def read_log_rows(path: str | Path) -> list[dict[str, str]]:
+    """The complete rows of a ``log.csv``, each ``{column: text}`` for the file's header
+    columns (a column a row lacks is ``""``).
+
+    A partial last line (a run killed mid-write) and rows whose ``step`` is not an integer
+    are dropped. Bytes that are not UTF-8 become U+FFFD, so one bad cell costs its value,
+    not the file.
+
+    Raises:
+        BddsegError: the file is missing or unreadable, or has no ``step`` column.
+    """
+    return _read_table(Path(path))[1]
+
+
+def _read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """``(header, complete rows)`` of a ``log.csv``: see :func:`read_log_rows`."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        raise BddsegError("training log not found", path) from None
+    except OSError as e:
+        raise BddsegError(f"cannot read training log ({e.strerror or e})", path) from None
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        header = reader.fieldnames or []
+        if header and "step" not in header:
+            raise BddsegError("training log has no 'step' column", path)
+        rows = []
+        for row in reader:
+            with contextlib.suppress(TypeError, ValueError):
+                int(row["step"])
+                rows.append({k: row.get(k) or "" for k in header})
+    except csv.Error as e:
+        raise BddsegError(f"cannot read training log ({e})", path) from None
+    return header, rows
+
+
+def read_log(path: str | Path) -> dict[str, list[float | None]]:
+    """A ``log.csv`` as columns of floats, ``{column: [value per row]}`` (always a ``step``
+    column); empty or non-numeric cells are None. Rows as :func:`read_log_rows` keeps them.
+
+    Raises:
+        BddsegError: as :func:`read_log_rows`.
+    """
+    header, rows = _read_table(Path(path))
+    return {"step": [], **{k: [_num(r[k]) for r in rows] for k in header}}
+
+
+def _num(text: str) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
 class CsvLog:
     """``RUN/log.csv``: one row per logged step; ``val_*`` empty on rows without validation.
 
@@ -41,26 +102,19 @@ class CsvLog:
 
     def __init__(self, path: Path, resume_step: int | None):
         self.path = path
-        rows = self._read_rows() if resume_step is not None else []
-        kept = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
+        rows = []
+        if resume_step is not None and path.is_file():
+            # an unreadable log restarts empty: the checkpoint, not the log, is what resumes
+            with contextlib.suppress(BddsegError):
+                rows = read_log_rows(path)
+        kept = [
+            {k: r.get(k, "") for k in LOG_COLUMNS} for r in rows if int(r["step"]) <= resume_step
+        ]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, LOG_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(kept)
         atomic_write_text(path, buf.getvalue())
-
-    def _read_rows(self) -> list[dict]:
-        if not self.path.is_file():
-            return []
-        text = self.path.read_text(encoding="utf-8", errors="replace")
-        if not text.endswith("\n"):  # a partial last line from a killed run
-            text = text[: text.rfind("\n") + 1]
-        rows = []
-        for row in csv.DictReader(io.StringIO(text)):
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                int(row["step"])
-                rows.append({k: row.get(k, "") for k in LOG_COLUMNS})
-        return rows
 
     def append(self, row: dict) -> None:
         line = ",".join(_fmt(row.get(k)) for k in LOG_COLUMNS) + "\n"
