@@ -225,3 +225,56 @@ def test_the_kernel_checks_its_arguments():
     with pytest.raises(TypeError):  # read-only
         kernel.count_values(bytes(12), 3, 3, bytes(256 * 8))
     assert kernel.count_values(bytes(12), 3, 3, hist) and hist[0] == 9
+
+
+def _misaligned(n: int) -> np.ndarray:
+    """``n`` int64 values that start one byte past an 8-byte boundary."""
+    base = np.zeros(n * 8 + 16, np.uint8)
+    start = (-base.ctypes.data) % 8 + 1
+    array = np.ndarray((n,), np.int64, buffer=base, offset=start)
+    assert not array.flags.aligned
+    return array
+
+
+@pytest.mark.parametrize(
+    "hist, error, match",
+    [
+        (np.zeros(256, np.float64), TypeError, "int64 array .*format 'd'"),
+        (np.zeros(256, np.uint64), TypeError, "int64 array"),
+        (np.zeros(512, np.int32), TypeError, "int64 array"),
+        (np.zeros(256, ">i8"), TypeError, "int64 array"),  # the other byte order
+        (np.zeros(2048, np.uint8), TypeError, "int64 array"),
+        (bytearray(2048), TypeError, "int64 array"),
+        (None, TypeError, "read-only"),  # a read-only int64 array, made below
+        (np.zeros((256, 2), np.int64)[:, 0], ValueError, "C-contiguous"),
+        (np.zeros((16, 16), np.int64, order="F"), ValueError, "C-contiguous"),
+        (_misaligned(256), ValueError, "8-byte aligned"),
+        (np.zeros(257, np.int64), ValueError, "256 int64 values, got 2056 bytes"),
+    ],
+)
+def test_the_kernel_checks_its_hist(hist, error, match):
+    """The kernel stores int64 counts straight into ``hist``: anything but a writable,
+    C-contiguous, aligned int64 buffer of the right size is refused before a byte is
+    written (the old ``w*`` took any writable bytes: a float64 array got int64 bit patterns,
+    a misaligned one undefined behaviour)."""
+    if hist is None:  # a read-only int64 array
+        hist = np.zeros(256, np.int64)
+        hist.flags.writeable = False
+    before = np.array(hist, copy=True) if isinstance(hist, np.ndarray) else bytes(hist)
+    with pytest.raises(error, match=match):
+        fastpng._fastpng.count_values(bytes(12), 3, 3, hist)
+    after = np.asarray(hist) if isinstance(hist, np.ndarray) else bytes(hist)
+    assert (np.asarray(after) == np.asarray(before)).all()
+
+
+def test_the_kernel_takes_any_native_int64_buffer():
+    """A (256, 256) array (what joint_histogram passes), a flat one, and a ``memoryview``
+    of format ``q``: all native int64, C-contiguous and aligned."""
+    kernel = fastpng._fastpng
+    square = np.zeros((256, 256), np.int64)
+    assert kernel.count_pairs(bytes(12), bytes(12), 3, 3, square) and square[0, 0] == 9
+    raw = bytearray(256 * 8)
+    assert kernel.count_values(bytes(12), 3, 3, memoryview(raw).cast("q"))
+    assert np.frombuffer(raw, np.int64)[0] == 9
+    little = np.zeros(256, "<i8") if np.little_endian else np.zeros(256, ">i8")
+    assert kernel.count_values(bytes(12), 3, 3, little) and little[0] == 9

@@ -2,7 +2,8 @@
  * and count runs of equal values (one image) or equal (truth, prediction) pairs (two).
  *
  * Python hands in the inflated IDAT streams (``height * (width + 1)`` bytes: a filter byte,
- * then ``width`` samples per row) and a zeroed int64 histogram to add to; both functions
+ * then ``width`` samples per row) and a zeroed int64 histogram to add to (checked: a
+ * writable, C-contiguous, aligned numpy int64 array of the right size); both functions
  * return False at a filter byte above 4 (a corrupt stream: the caller falls back to the
  * general decoder, which names the problem). Rows are undone into two small buffers (the row
  * above and this one), so memory does not grow with the image. The loops run without the GIL.
@@ -127,22 +128,23 @@ static void add_pair_runs(const uint8_t *restrict g, const uint8_t *restrict p, 
     }
 }
 
-/* Unfilter `n` images of h rows of w samples (raw[i]: h * (w + 1) bytes) row by row and add
- * each run to hist: of values (n == 1), of pairs (n == 2). 0 at a bad filter byte, -1 when
- * out of memory. */
+/* Unfilter `n` images of h rows of w samples (raw[i]: h * (w + 1) bytes, which the caller
+ * checked fits a Py_ssize_t) row by row and add each run to hist: of values (n == 1), of pairs
+ * (n == 2). 0 at a bad filter byte, -1 when out of memory. */
 static int count(const uint8_t *const raw[2], int n, Py_ssize_t h, Py_ssize_t w, int64_t *hist)
 {
-    uint8_t *rows = calloc(4, (size_t)w); /* [image][row above, this row] */
+    const size_t stride = (size_t)w + 1, width = (size_t)w;
+    uint8_t *rows = calloc(4, width); /* [image][row above, this row] */
     uint8_t *cur[2], *prev[2];
-    Py_ssize_t y;
+    size_t y;
     int i;
     if (rows == NULL)
         return -1;
-    for (y = 0; y < h; y++) {
+    for (y = 0; y < (size_t)h; y++) {
         for (i = 0; i < n; i++) {
-            const uint8_t *line = raw[i] + y * (w + 1);
-            cur[i] = rows + (2 * i + (y & 1)) * w;
-            prev[i] = rows + (2 * i + 1 - (y & 1)) * w;
+            const uint8_t *line = raw[i] + y * stride;
+            cur[i] = rows + (2 * (size_t)i + (y & 1)) * width;
+            prev[i] = rows + (2 * (size_t)i + 1 - (y & 1)) * width;
             if (!unfilter_row(line[0], line + 1, prev[i], cur[i], w)) {
                 free(rows);
                 return 0;
@@ -157,38 +159,83 @@ static int count(const uint8_t *const raw[2], int n, Py_ssize_t h, Py_ssize_t w,
     return 1;
 }
 
-/* count_*(raws..., height, width, hist): check the buffers, run count() without the GIL. */
+/* Whether a buffer format names a native int64: "q" or "l" (8 bytes on LP64), optionally
+ * with a native byte-order prefix. numpy's int64 is "l" on Linux and macOS, "q" on Windows. */
+static int is_int64(const char *format, Py_ssize_t itemsize)
+{
+    const uint16_t one = 1;
+    const char native = *(const uint8_t *)&one ? '<' : '>';
+    if (format == NULL || itemsize != (Py_ssize_t)sizeof(int64_t))
+        return 0;
+    if (*format == '@' || *format == '=' || *format == native)
+        format++;
+    return (format[0] == 'q' || format[0] == 'l') && format[1] == '\0';
+}
+
+/* hist as a writable, C-contiguous, 8-byte-aligned buffer of `bins` int64 (the kernel stores
+ * int64 into it directly: a misaligned or differently typed buffer would be undefined
+ * behaviour or wrong counts). 0 with an exception set otherwise. */
+static int get_hist(PyObject *obj, Py_ssize_t bins, Py_buffer *view)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_RECORDS_RO) < 0) {
+        PyErr_Format(PyExc_TypeError, "hist must be a numpy int64 array, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    if (view->readonly || !is_int64(view->format, view->itemsize))
+        PyErr_Format(PyExc_TypeError, "hist must be a writable int64 array (got %s format '%s')",
+                     view->readonly ? "a read-only buffer of" : "a buffer of",
+                     view->format ? view->format : "B");
+    else if (!PyBuffer_IsContiguous(view, 'C'))
+        PyErr_SetString(PyExc_ValueError, "hist must be C-contiguous");
+    else if ((uintptr_t)view->buf % sizeof(int64_t) != 0)
+        PyErr_SetString(PyExc_ValueError, "hist must be 8-byte aligned");
+    else if (view->len != bins * (Py_ssize_t)sizeof(int64_t))
+        PyErr_Format(PyExc_ValueError, "hist must be %zd int64 values, got %zd bytes", bins,
+                     view->len);
+    else
+        return 1;
+    PyBuffer_Release(view);
+    return 0;
+}
+
+/* count_*(raws..., height, width, hist): check the arguments, run count() without the GIL. */
 static PyObject *count_entry(PyObject *args, int n)
 {
     Py_buffer raw[2] = {{0}}, hist = {0};
-    Py_ssize_t h, w, bins = n == 1 ? 256 : 256 * 256;
+    Py_ssize_t h, w, size, bins = n == 1 ? 256 : 256 * 256;
     const uint8_t *data[2] = {NULL, NULL};
-    PyObject *result = NULL;
-    int parsed, ok = 0, i;
+    PyObject *result = NULL, *hist_obj;
+    int parsed, ok = 0, i, have_hist = 0;
 
     if (n == 1)
-        parsed = PyArg_ParseTuple(args, "y*nnw*:count_values", &raw[0], &h, &w, &hist);
+        parsed = PyArg_ParseTuple(args, "y*nnO:count_values", &raw[0], &h, &w, &hist_obj);
     else
-        parsed = PyArg_ParseTuple(args, "y*y*nnw*:count_pairs", &raw[0], &raw[1], &h, &w,
-                                  &hist);
+        parsed = PyArg_ParseTuple(args, "y*y*nnO:count_pairs", &raw[0], &raw[1], &h, &w,
+                                  &hist_obj);
     if (!parsed)
         return NULL;
     if (h <= 0 || w <= 0 || h > 65536 || w > 65536) {
         PyErr_SetString(PyExc_ValueError, "height and width must be in 1..65536");
         goto done;
     }
+    /* h * (w + 1) is at most 2^32 + 2^16: more than a 32-bit Py_ssize_t holds */
+    if ((size_t)w + 1 > (size_t)PY_SSIZE_T_MAX / (size_t)h) {
+        PyErr_Format(PyExc_OverflowError, "a %zdx%zd image does not fit in memory here", w, h);
+        goto done;
+    }
+    size = h * (w + 1);
     for (i = 0; i < n; i++) {
-        if (raw[i].len != h * (w + 1)) {
-            PyErr_Format(PyExc_ValueError, "an inflated stream must be %zd bytes, got %zd",
-                         h * (w + 1), raw[i].len);
+        if (raw[i].len != size) {
+            PyErr_Format(PyExc_ValueError, "an inflated stream must be %zd bytes, got %zd", size,
+                         raw[i].len);
             goto done;
         }
         data[i] = raw[i].buf;
     }
-    if (hist.len != bins * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_Format(PyExc_ValueError, "hist must be %zd int64 values", bins);
+    if (!get_hist(hist_obj, bins, &hist))
         goto done;
-    }
+    have_hist = 1;
     Py_BEGIN_ALLOW_THREADS
     ok = count(data, n, h, w, (int64_t *)hist.buf);
     Py_END_ALLOW_THREADS
@@ -200,7 +247,8 @@ static PyObject *count_entry(PyObject *args, int n)
 done:
     for (i = 0; i < n; i++)
         PyBuffer_Release(&raw[i]);
-    PyBuffer_Release(&hist);
+    if (have_hist)
+        PyBuffer_Release(&hist);
     return result;
 }
 
