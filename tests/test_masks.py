@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 
 import numpy as np
@@ -99,3 +100,35 @@ def test_importing_masks_does_not_import_torch():
 
     code = "import sys, bddseg.masks; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_second_ihdr_is_refused_not_read_as_a_smaller_mask(tmp_path):
+    """Pillow applies every IHDR it meets: a second one a row shorter decoded, without an
+    error, as a mask one row shorter (the kernel read the first). Now the structure check
+    (masks.png_chunks) names the file, for masks and for images alike."""
+    from test_png_differential import ihdr, join_chunks, sound_array, sound_mask, split_chunks
+
+    chunks = split_chunks(sound_mask())
+    bad = join_chunks([chunks[0], (b"IHDR", ihdr(24, 15)), *chunks[1:]])
+    assert np.asarray(Image.open(io.BytesIO(bad))).shape == (15, 24)  # Pillow alone
+    (tmp_path / "m.png").write_bytes(bad)
+    with pytest.raises(BddsegError, match="it has 2 IHDR chunks, not one") as e:
+        masks.read_mask(tmp_path / "m.png", check_values=False)
+    assert e.value.path == str(tmp_path / "m.png")
+    with pytest.raises(BddsegError, match="2 IHDR chunks"):
+        masks.open_png(bad, tmp_path / "m.png", "image")
+    assert (masks.decode_mask(sound_mask()) == sound_array()).all()
+
+
+def test_ancillary_chunks_and_split_idats_still_decode():
+    """The structure check refuses what readers disagree on, nothing more: text, gamma and
+    unknown ancillary chunks around the image data, and the data split over many IDATs."""
+    from test_png_differential import join_chunks, sound_array, sound_mask, split_chunks
+
+    chunks = split_chunks(sound_mask())
+    stream = chunks[1][1]
+    pieces = [(b"IDAT", stream[i : i + 5]) for i in range(0, len(stream), 5)]
+    extra = [(b"gAMA", (45455).to_bytes(4, "big")), (b"tEXt", b"k\0v"), (b"zzZz", b"")]
+    png = join_chunks([chunks[0], *extra, *pieces, (b"tIME", bytes(7)), chunks[-1]])
+    assert masks.png_problem(png) is None
+    assert (masks.decode_mask(png) == sound_array()).all()

@@ -10,21 +10,26 @@ both images, row by row, and counts the runs of equal pairs, 8 flat bytes at a t
 1.1 ms per pair in all (benchmarks/RESULTS.md).
 
 Only the common case takes this path: 8-bit grayscale or 8-bit palette (read as indices),
-not interlaced, both images the same size, chunk CRCs sound. Everything else (and any
-stream that does not inflate to exactly one filter byte plus ``width`` samples per row, or a
-filter byte above 4) returns ``None``: the caller then decodes both files through
-:mod:`bddseg.masks`, which names the problem. The kernel is built at install (setuptools,
+not interlaced, both images the same size, of the plain layout (``IHDR``, ``PLTE`` for a
+palette, ``IDAT``..., ``IEND``: the official masks' layout) and passing the general decoder's
+own checks (:func:`bddseg.masks.png_chunks`: CRCs, one 13-byte IHDR, consecutive IDATs, no
+animation, a zlib header zlib accepts; ISA-L inflates some that zlib refuses). Everything else
+(and any stream that does not inflate to exactly one filter byte plus ``width`` samples per
+row, or a filter byte above 4) returns ``None``: the caller then decodes both files through
+:mod:`bddseg.masks`, which names the problem. So the score never depends on whether the kernel
+was built: the same counts or the same error (tests/test_png_differential.py fuzzes that). The kernel is built at install (setuptools,
 any C99 compiler); where it could not be, :func:`available` is false, both functions return
 ``None`` and the masks go through the general decoder: slower, same numbers.
 """
 
 from __future__ import annotations
 
+import struct
 import zlib
 
 import numpy as np
 
-from bddseg.masks import MAX_SIDE, PNG_SIGNATURE, png_chunks
+from bddseg.masks import MAX_SIDE, png_chunks
 
 try:
     from isal import isal_zlib as _zlib
@@ -46,18 +51,23 @@ def available() -> bool:
 
 
 def _layout(data: bytes) -> tuple[int, int, bytes] | None:
-    """``(width, height, IDAT bytes)`` of a non-interlaced 8-bit grayscale or palette PNG
-    whose chunk CRCs hold; ``None`` for anything else."""
-    if data[:8] != PNG_SIGNATURE or len(data) < 33 or data[12:16] != b"IHDR":
-        return None
-    depth, color, compression, filtering, interlace = data[24:29]
-    if depth != 8 or color not in (0, 3) or compression or filtering or interlace:
-        return None
+    """``(width, height, IDAT bytes)`` of a non-interlaced 8-bit grayscale or palette PNG of
+    the plain layout (``IHDR``, ``PLTE`` for a palette, ``IDAT``..., ``IEND``) that passes the
+    general decoder's structure check (:func:`bddseg.masks.png_chunks`: CRCs, one 13-byte
+    IHDR, consecutive IDATs, a sound zlib header, ...); ``None`` for anything else. Ancillary
+    chunks hand the file over too: Pillow and libspng check some of them (a 3-byte ``gAMA``
+    fails Pillow) and bddseg does not copy their rules. The official masks hold none."""
     chunks, problem = png_chunks(data)
-    if problem is not None:
+    if problem is not None or not chunks:
         return None
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    if depth != 8 or color not in (0, 3) or interlace:
+        return None
     if not (0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+        return None
+    head = (b"IHDR", b"PLTE") if color == 3 else (b"IHDR",)
+    kinds = [kind for kind, _ in chunks]
+    if tuple(kinds[: len(head)]) != head or set(kinds[len(head) : -1]) != {b"IDAT"}:
         return None
     return width, height, b"".join(body for kind, body in chunks if kind == b"IDAT")
 

@@ -3,10 +3,13 @@
 Training, ``data check``, evaluation and the report all read masks through
 :func:`read_mask`: the chunk CRCs are checked first (neither Pillow's decoder, nor libspng as
 pyspng drives it, nor the official evaluator checks them: one flipped byte in 13-19% of our
-corruption trials decoded into wrong labels without an error, benchmarks/RESULTS.md), then
-libspng (``pyspng``) decodes the common case, an 8-bit grayscale PNG, about twice as fast as
-Pillow; Pillow decodes the rest (palette PNGs, read as their indices like the official masks)
-or names the problem. Importing this module does not import torch (1.4 s of start-up, more
+corruption trials decoded into wrong labels without an error, benchmarks/RESULTS.md), and the
+chunk structure (:func:`png_chunks`: one 13-byte IHDR, consecutive IDATs, no animation, a zlib
+header zlib accepts: readers differ on files that break these, a second IHDR resizes Pillow's
+image, so bddseg refuses them and :mod:`bddseg.fastpng` never sees them), then libspng
+(``pyspng``) decodes the common case, an 8-bit grayscale PNG, about twice as fast as Pillow;
+Pillow decodes the rest (palette PNGs, read as their indices like the official masks) or names
+the problem. Importing this module does not import torch (1.4 s of start-up, more
 than scoring 1,000 pairs).
 """
 
@@ -41,9 +44,10 @@ def read_bytes(path: str | Path, what: str) -> bytes:
 
 
 def png_chunks(data: bytes) -> tuple[list[tuple[bytes, memoryview]], str | None]:
-    """The chunks ``(kind, body)`` of a PNG's bytes, up to ``IEND``, and what is wrong with its
-    chunk structure (:func:`png_problem`): ``None`` for a sound file. ``([], None)`` for a
-    non-PNG."""
+    """The chunks ``(kind, body)`` of a PNG's bytes, up to ``IEND``, and what is wrong with
+    them (:func:`png_problem`): ``None`` for a sound file, whose first chunk is then its one
+    13-byte ``IHDR`` and whose ``IDAT`` chunks are consecutive and hold a zlib stream with a
+    sound header. ``([], None)`` for a non-PNG."""
     if data[:8] != PNG_SIGNATURE:
         return [], None
     chunks, view, i = [], memoryview(data), 8
@@ -53,19 +57,79 @@ def png_chunks(data: bytes) -> tuple[list[tuple[bytes, memoryview]], str | None]
             break
         kind = bytes(view[i + 4 : i + 8])
         if zlib.crc32(view[i + 4 : end - 4]) != int.from_bytes(view[end - 4 : end], "big"):
-            name = kind.decode("latin-1") if kind.isalpha() else repr(kind)
-            return chunks, f"its {name} chunk fails its CRC check (the file is corrupt)"
+            return chunks, f"its {_name(kind)} chunk fails its CRC check (the file is corrupt)"
+        if not kind.isalpha():  # ASCII letters (bytes.isalpha)
+            return chunks, f"it has a chunk named {kind!r}, not 4 letters (the file is corrupt)"
         chunks.append((kind, view[i + 8 : end - 4]))
         if kind == b"IEND":
-            return chunks, None
+            return chunks, _structure_problem(chunks)
         i = end
     return chunks, "the file is truncated (it ends before the IEND chunk)"
 
 
+def _name(kind: bytes) -> str:
+    return kind.decode("ascii") if kind.isalpha() else repr(kind)
+
+
+_IHDR_METHODS = ("compression", "filter", "interlace")
+_CRITICAL = (b"IHDR", b"PLTE", b"IDAT", b"IEND")
+_ANIMATION = (b"acTL", b"fcTL", b"fdAT")  # APNG: Pillow and libspng differ on which frame
+
+
+def _structure_problem(chunks: list[tuple[bytes, memoryview]]) -> str | None:
+    """What breaks the PNG spec's chunk rules (section 5.6) that decoders read differently,
+    for chunks whose CRCs hold: one reading of every file, whichever decoder gets it. Pillow,
+    libspng and zlib each tolerate some of these (a second IHDR resizes Pillow's image; ISA-L
+    inflates a zlib stream with a 2^23-byte window)."""
+    kinds = [kind for kind, _ in chunks]
+    if kinds[0] != b"IHDR":
+        return f"its first chunk is {_name(kinds[0])}, not IHDR (the file is corrupt)"
+    if len(chunks[0][1]) != 13:
+        return f"its IHDR chunk is {len(chunks[0][1])} bytes, not 13 (the file is corrupt)"
+    if kinds.count(b"IHDR") > 1:
+        return f"it has {kinds.count(b'IHDR')} IHDR chunks, not one (the file is corrupt)"
+    for field, value, most in zip(_IHDR_METHODS, chunks[0][1][10:13], (0, 0, 1), strict=True):
+        if value > most:
+            return f"its IHDR chunk names {field} method {value}, which PNG does not define"
+    for kind in kinds:
+        if kind in _ANIMATION:
+            return f"it is an animated PNG ({_name(kind)} chunk); only single images are read"
+        if kind[0] & 0x20 == 0 and kind not in _CRITICAL:  # an uppercase first letter
+            return f"it has an unknown critical chunk {_name(kind)} (not a standard PNG)"
+    for kind, body in chunks:
+        if kind == b"PLTE" and not (len(body) % 3 == 0 and 3 <= len(body) <= 768):
+            return f"its PLTE chunk is {len(body)} bytes, not 1 to 256 RGB entries of 3 bytes"
+    idat = [i for i, kind in enumerate(kinds) if kind == b"IDAT"]
+    if not idat:
+        return "it has no IDAT chunk (no image data; the file is corrupt)"
+    other = next((kinds[i] for i in range(idat[0], idat[-1]) if kinds[i] != b"IDAT"), None)
+    if other is not None:
+        return f"its IDAT chunks are split by a {_name(other)} chunk (they must be consecutive)"
+    return _zlib_problem(b"".join(bytes(chunks[i][1][:2]) for i in idat)[:2])
+
+
+def _zlib_problem(header: bytes) -> str | None:
+    """What is wrong with the two header bytes of a PNG's zlib stream (RFC 1950, 2.2)."""
+    if len(header) < 2:
+        return "its image data is cut short (the IDAT chunks hold no zlib header)"
+    cmf, flg = header
+    if cmf & 0x0F != 8:
+        return f"its image data's zlib header names method {cmf & 0x0F}, not deflate (8)"
+    if cmf >> 4 > 7:
+        return (
+            f"its image data's zlib header asks for a 2^{(cmf >> 4) + 8}-byte window (2^15 at most)"
+        )
+    if (cmf << 8 | flg) % 31:
+        return "its image data's zlib header fails its check bits (the file is corrupt)"
+    if flg & 0x20:
+        return "its image data's zlib stream asks for a preset dictionary (PNG has none)"
+    return None
+
+
 def png_problem(data: bytes) -> str | None:
-    """What is wrong with a PNG's chunk structure: a chunk whose CRC does not match, or a file
-    cut short before ``IEND``; ``None`` for a sound file or a non-PNG. A few microseconds per
-    mask."""
+    """What is wrong with a PNG's chunk structure (a chunk whose CRC does not match, a file
+    cut short before ``IEND``, and the rules of :func:`png_chunks`); ``None`` for a sound file
+    or a non-PNG. A few microseconds per mask."""
     return png_chunks(data)[1]
 
 
@@ -91,13 +155,15 @@ def _pillow(data: bytes, path: str | Path | None, what: str) -> Image.Image:
 
 
 def _check_header(data: bytes, path: str | Path | None, what: str) -> tuple[int, int, int]:
-    """``(width, height, colour type)`` of a single-channel 8-bit PNG; else the problem."""
+    """``(width, height, colour type)`` of a soundly built single-channel 8-bit PNG; else the
+    problem."""
     if data[:8] != PNG_SIGNATURE:
         raise BddsegError(f"{what} is not a PNG file (masks must be lossless PNGs)", path)
-    if len(data) < 33 or data[12:16] != b"IHDR":
-        raise BddsegError(f"cannot decode {what}: the file is truncated or corrupt", path)
+    problem = png_problem(data)
+    if problem:
+        raise BddsegError(f"cannot decode {what}: {problem}", path)
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, color = data[24], data[25]
+    depth, color = data[24], data[25]  # the first chunk is a 13-byte IHDR (png_problem)
     if color not in (0, 3):
         kind = _PNG_COLOR.get(color, f"color type {color}")
         raise BddsegError(f"{what} is {kind}; masks must be single-channel 8-bit train ids", path)
@@ -128,11 +194,9 @@ def _spng_gray8(data: bytes, width: int, height: int) -> np.ndarray | None:
 
 def decode_mask(data: bytes, path: str | Path | None = None, what: str = "mask") -> np.ndarray:
     """PNG bytes -> ``uint8 (H, W)``: an 8-bit grayscale PNG, or a palette PNG read as its
-    indices. Checks the header and the CRCs; values are not checked (see :func:`bad_values`)."""
+    indices. Checks the chunk structure (:func:`png_chunks`), the CRCs and the header; values
+    are not checked (see :func:`bad_values`)."""
     width, height, color = _check_header(data, path, what)
-    problem = png_problem(data)
-    if problem:
-        raise BddsegError(f"cannot decode {what}: {problem}", path)
     if color == 0:
         fast = _spng_gray8(data, width, height)
         if fast is not None:
