@@ -421,56 +421,71 @@ def test_overfits_the_real_train_pairs(real_root, tmp_path):
 
 
 # ---------------------------------------------------------------- validation, EMA, sampling
+@pytest.mark.parametrize("bf16", ["0", "1"], ids=["fp32-cpu", "bf16-cpu"])
 @pytest.mark.parametrize("unknown", ["ignore", "class"], ids=["19-class", "20-class"])
 @pytest.mark.parametrize("base_size", [None, [48, 80]], ids=["full-size", "base_size"])
-def test_three_routes_score_identical_masks(synth_root, tmp_path, unknown, base_size):
+def test_three_routes_score_identical_masks(
+    synth_root, tmp_path, monkeypatch, unknown, base_size, bf16
+):
     """Training's validation, `bddseg evaluate --checkpoint` and `bddseg predict` + `bddseg
-    evaluate --pred --gt` give one confusion matrix for one checkpoint (issue 13): 19- and
-    20-class models (one class rule, bddseg.predictor.to_class_map), with and without base_size
-    (the model sees half-size images; every route scores the 96x160 masks, scores upsampled).
-    At the default precision (bf16 autocast on a CPU with native bf16). The routes run the
-    same kernels (batches of 4, contiguous memory): other batchings or memory formats round
-    differently (about 5e-5 in float32), which flips a pixel or two where an untrained
-    model's scores nearly tie."""
+    evaluate --pred --gt` give one confusion matrix for one checkpoint, all with their
+    defaults (issue 21): 19- and 20-class models, with and without base_size (the model sees
+    half-size images; every route scores the 96x160 masks, scores upsampled), on a CPU whose
+    native bf16 is forced on (training steps in bf16) and off. Inference defaults to fp32
+    everywhere, and validation rebuilds the model from the checkpoint dict, so the routes
+    agree by construction: no batch size or memory format is pinned here (training
+    validates in batches of 4 of a channels-last model, evaluate and predict go one by one)."""
     import numpy as np
     from PIL import Image
 
     from bddseg.evaluate import evaluate_checkpoint, evaluate_folders
+    from bddseg.precision import cpu_bf16_native
     from bddseg.predict import predict_inputs
 
+    monkeypatch.setenv("BDDSEG_CPU_BF16", bf16)
+    cpu_bf16_native.cache_clear()
     size = {"data.base_size": base_size, "data.crop": base_size} if base_size else {}
     cfg = tiny(synth_root, tmp_path / "run", **size, **{"data.unknown": unknown},
-               **{"optim.max_steps": 3, "run.val_every": 3, "run.channels_last": False})  # fmt: skip
-    result = train(cfg)
+               **{"optim.max_steps": 3, "run.val_every": 3})  # fmt: skip
+    assert cfg.run.precision == "auto" and cfg.run.channels_last
+    try:
+        result = train(cfg)
+    finally:
+        cpu_bf16_native.cache_clear()
     best = tmp_path / "run" / "best.pt"
     assert int(result.last_confusion.sum()) == 6 * 96 * 160  # 6 val masks at full size
+    assert result.last_val["precision"] == "32-true"
     images = synth_root / "images" / "10k" / "val"
     gt = synth_root / "labels" / "sem_seg" / "masks" / "val"
 
     def matrix(out: Path) -> list:
         return json.loads((out / "confusion.json").read_text())["matrix"]
 
-    def routes(keep_unknown: bool) -> list:
+    def routes(keep_unknown: bool) -> tuple[list, float]:
         tag = "keep" if keep_unknown else "default"
         ev, pred = tmp_path / f"eval_{tag}", tmp_path / f"pred_{tag}"
-        out = evaluate_checkpoint(best, synth_root, ev, keep_unknown=keep_unknown, workers=0,
-                                  batch_size=4, plots=False, progress=False)  # fmt: skip
+        out = evaluate_checkpoint(best, synth_root, ev, keep_unknown=keep_unknown, plots=False,
+                                  progress=False)  # fmt: skip
+        assert out["precision"] == "32-true"
         predict_inputs([str(images)], pred, checkpoint=best, formats=["mask"],
-                       keep_unknown=keep_unknown, batch_size=4, workers=0,
-                       progress=False)  # fmt: skip
-        evaluate_folders(pred / "masks", gt, tmp_path / f"files_{tag}", plots=False)
+                       keep_unknown=keep_unknown, progress=False)  # fmt: skip
+        files = evaluate_folders(pred / "masks", gt, tmp_path / f"files_{tag}", plots=False)
         assert matrix(tmp_path / f"files_{tag}") == matrix(ev)
+        assert files["official"]["miou"] == pytest.approx(out["official"]["miou"], abs=1e-9)
         assert out["num_images"] == 6
         for mask in (pred / "masks").iterdir():  # evaluate saves what predict writes
             saved = Image.open(ev / "pred" / mask.name)
             assert np.array_equal(np.asarray(saved), np.asarray(Image.open(mask))), mask.name
-        return matrix(ev)
+        return matrix(ev), out["official"]["miou"]
 
-    default = routes(keep_unknown=False)
+    default, miou = routes(keep_unknown=False)
     assert result.last_confusion.tolist() == default  # training validation: the default rule
+    assert result.best_miou == pytest.approx(miou, abs=1e-9)
+    saved = load_checkpoint(best)
+    assert saved["best_metric"] == pytest.approx(miou, abs=1e-9)
     assert not any(row[19] for row in default)  # no mask says unknown (19/255)
     if unknown == "class":  # the 20-class view: unknown counts where it wins, in every route
-        assert routes(keep_unknown=True) != default
+        assert routes(keep_unknown=True)[0] != default
     rows = read_log(tmp_path / "run")
     assert all(0 < float(r["train_s"]) <= float(r["time_s"]) for r in rows)
 

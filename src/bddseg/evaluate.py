@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import importlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,9 @@ from bddseg.files import atomic_path, atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
 from bddseg.masks import decode_mask, read_bytes
 from bddseg.parallel import Preloaded, can_preload, parallel_map
+
+INFERENCE_PRECISION = "32-true"  # the default: the same numbers on every machine
+PRED_DIR = "pred"  # evaluate --checkpoint's masks: RUN/eval/SPLIT/pred/STEM.png
 
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",
@@ -260,18 +265,106 @@ def evaluate_folders(
 
 
 # ---------------------------------------------------------------- a model over a split
-class _WithRawMask:
-    """Dataset items ``(index, model input, raw uint8 mask)``: metrics use the raw mask."""
+@dataclass
+class Scored:
+    """What :func:`score_split` returns: the tally, the mean loss (``None`` without a loss
+    function), the images scored and the samples skipped (``on_bad_sample: skip``)."""
 
-    def __init__(self, dataset, read_mask):
-        self.dataset, self.read_mask = dataset, read_mask
+    tally: Tally
+    loss: float | None
+    images: int
+    skipped: int
 
-    def __len__(self) -> int:
-        return len(self.dataset)
 
-    def __getitem__(self, i: int):
-        image = self.dataset[i][0]
-        return i, image, self.read_mask(self.dataset.pairs[i].mask)
+def score_split(
+    predictor: Any,
+    dataset: Any,
+    *,
+    batch_size: int = 1,
+    workers: int = 0,
+    min_pixels: int = 1,
+    loss_fn: Callable[[Any, Any], Any] | None = None,
+    on_mask: Callable[[str, np.ndarray], None] | None = None,
+    progress: bool = False,
+) -> Scored:
+    """Score ``predictor`` (a :class:`bddseg.predictor.Predictor`) over ``dataset``: the one
+    scoring loop of bddseg. Training's validation and ``bddseg evaluate --checkpoint`` both
+    call it, so their numbers agree by construction.
+
+    ``dataset`` is a :class:`bddseg.data.SegDataset` built by :func:`eval_dataset`: uint8
+    images at the model's scale and the raw truth ``uint8 (H, W)``, 0..18 and 255, at its own
+    size. Images of one size go through the model together (at most ``batch_size``); the
+    scores are resized to the truth's size (bilinear), turned into classes by
+    :func:`bddseg.predictor.to_class_map` and counted against the raw truth
+    (:func:`bddseg.metrics.confusion_matrix`: the official rule).
+
+    Args:
+        loss_fn: ``(scores (N, C, H, W) float32, raw truth (N, H, W) int64) -> loss``; the
+            mean over the images is returned (training's val loss; it maps 255 as its run's
+            ``data.unknown`` says).
+        on_mask: called with each image's stem and its class map (``uint8 (H, W)``, what
+            ``bddseg predict`` writes).
+        workers: data-loading processes (0 or 1: in this process).
+    """
+    import torch
+
+    from bddseg.predictor import to_class_map
+    from bddseg.progress import progress_bar
+
+    if min_pixels < 1:
+        raise BddsegError(f"min_pixels must be at least 1, got {min_pixels}")
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=max(1, batch_size),
+        num_workers=workers if workers > 1 else 0,
+        collate_fn=list,  # None (a skipped sample) stays in place: positions are indices
+    )
+    tally, loss_total, images, skipped, position = Tally(), 0.0, 0, 0, 0
+    bar = progress_bar("evaluate", enabled=progress)
+    with bar, torch.inference_mode():
+        task = bar.add_task("evaluate", total=len(dataset))
+        for batch in loader:
+            items = [(position + j, s) for j, s in enumerate(batch) if s is not None]
+            position += len(batch)
+            skipped += len(batch) - len(items)
+            for group in same_size_groups(items, lambda it: (*it[1][0].shape, *it[1][1].shape)):
+                x = torch.stack([image for _, (image, _) in group])
+                truth = torch.stack([mask for _, (_, mask) in group]).to(predictor.device)
+                scores = predictor.scores(x, size=tuple(truth.shape[-2:]))
+                if loss_fn is not None:
+                    loss_total += float(loss_fn(scores, truth.long())) * len(group)
+                preds = to_class_map(scores, predictor.keep_unknown)
+                for (i, _), pred, raw in zip(group, preds, truth, strict=True):
+                    stem = dataset.pairs[i].stem
+                    if pred.device.type == "cpu":  # numpy: single-threaded, no OpenMP stalls
+                        cm = metrics.confusion_matrix(pred.numpy(), raw.numpy())
+                    else:
+                        cm = metrics.confusion_matrix(pred, raw)
+                    tally.add(stem, cm, min_pixels)
+                    if on_mask is not None:
+                        on_mask(stem, pred.cpu().numpy())
+                images += len(group)
+            bar.advance(task, len(batch))
+    loss = loss_total / images if loss_fn is not None and images else None
+    return Scored(tally, loss, images, skipped)
+
+
+def same_size_groups(items: list, key: Callable[[Any], tuple]) -> list[list]:
+    """``items`` split into lists sharing ``key`` (a shape), each in input order."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return list(groups.values())
+
+
+def eval_dataset(data_cfg: Any, split: str, on_bad_sample: str = "error") -> Any:
+    """The dataset :func:`score_split` takes: ``split`` of ``data_cfg.root`` through the eval
+    transform (``data.base_size``), uint8 images, and the raw truth (0..18 and 255, never
+    remapped to 19) at its own size."""
+    from bddseg.data import build_dataset
+
+    cfg = dataclasses.replace(data_cfg, unknown="ignore", on_bad_sample=on_bad_sample)
+    return build_dataset(cfg, split, train=False, normalize=False, full_masks=True)
 
 
 def _save_mask(path: Path, pred: np.ndarray) -> None:
@@ -286,7 +379,7 @@ def evaluate_checkpoint(
     split: str = "val",
     tta: str = "none",
     device: str = "cpu",
-    precision: str = "auto",
+    precision: str = INFERENCE_PRECISION,
     keep_unknown: bool = False,
     batch_size: int = 1,
     workers: int = 1,
@@ -297,20 +390,20 @@ def evaluate_checkpoint(
 ) -> dict:
     """Run a checkpoint over a split at full resolution and score it against the raw masks.
 
-    The model sees what :func:`bddseg.data.build_dataset` gives for evaluation (the
-    checkpoint's data config: ``unknown`` mode, ``base_size``); its scores are resized to the
-    raw mask's size when they differ. Classes come from the scores by
-    :func:`bddseg.predictor.to_class_map`, the rule ``bddseg predict`` and training's validation
-    use (a 20-class model's best real class; with ``keep_unknown`` the argmax over all 20, 255
-    where ``unknown`` wins), and are scored against the raw mask (0..18/255). The saved masks
-    are exactly what ``bddseg predict`` writes. The per-pixel counting (one ``bincount`` per image) runs on ``device``;
-    only each image's 20x20 counts come back to the CPU, where they are summed.
+    The model is rebuilt from the checkpoint and scored by :func:`score_split`, exactly as
+    training's validation scores it (same function, same rebuild): the images at the scale of
+    the checkpoint's ``data.base_size``, the scores resized to the raw mask's size, classes by
+    :func:`bddseg.predictor.to_class_map` (a 20-class model's best real class; with
+    ``keep_unknown`` the argmax over all 20, 255 where ``unknown`` wins), scored against the
+    raw mask (0..18/255). The saved masks are exactly what ``bddseg predict`` writes.
 
     Args:
         tta: ``none``, ``flip`` (mean softmax of the image and its mirror) or ``flip+scales``
             (also at scales 0.75 and 1.25).
-        precision: ``auto`` (bf16 autocast on a GPU or a CPU with native bf16, see
-            :func:`bddseg.precision.resolve_precision`), ``32-true`` or ``bf16-mixed``.
+        precision: ``32-true`` (default: the same numbers on every machine, and those of the
+            ONNX export), or ``auto`` / ``bf16-mixed`` (faster on a GPU or a CPU with native
+            bf16; a few pixels may change), see :func:`bddseg.precision.resolve_precision`.
+            ``metrics.json`` records the one used (``precision``).
         keep_unknown: a 20-class model's ``unknown`` wins where it is the argmax (the original
             project's 20-class view; a miss in the official one), see
             :func:`bddseg.predictor.to_class_map`.
@@ -322,13 +415,8 @@ def evaluate_checkpoint(
     Returns:
         The metrics.json content.
     """
-    import dataclasses
-
-    import torch
-
-    from bddseg import data
+    from bddseg.precision import resolve_precision
     from bddseg.predictor import Predictor
-    from bddseg.progress import progress_bar
 
     if min_pixels < 1:
         raise BddsegError(f"min_pixels must be at least 1, got {min_pixels}")
@@ -338,50 +426,32 @@ def evaluate_checkpoint(
         checkpoint, device, precision=precision, tta=tta, keep_unknown=keep_unknown, input_size=None
     )
     dcfg = dataclasses.replace(
-        predictor.config.data,
-        root=str(data_root),
-        max_train_images=None,
-        max_val_images=None,
-        on_bad_sample="error",
+        predictor.config.data, root=str(data_root), max_train_images=None, max_val_images=None
     )
-    # uint8 images, normalised on the device: a fifth of the bytes from the loader workers
-    raw_images = data.build_dataset(dcfg, split, train=False, normalize=False)
-    dataset = _WithRawMask(raw_images, data.read_mask)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=max(1, batch_size),
-        num_workers=workers if workers > 1 else 0,
-        collate_fn=list,
-    )
-    out, n, tally = Path(out_dir), len(dataset), Tally()
-    if n == 0:
+    dataset = eval_dataset(dcfg, split)
+    if len(dataset) == 0:
         raise BddsegError(f"no image/mask pairs in the {split} split", data_root)
-    bar = progress_bar("evaluate", enabled=progress)
-    with bar, torch.inference_mode():
-        task = bar.add_task("evaluate", total=n)
-        for batch in loader:
-            by_shape: dict[tuple, list] = {}
-            for item in batch:  # images of one size go through the model together
-                by_shape.setdefault((*item[1].shape, *item[2].shape), []).append(item)
-            for group in by_shape.values():
-                images = torch.stack([img for _, img, _ in group])
-                preds = predictor.class_map(images, size=tuple(group[0][2].shape))
-                for (i, _, raw), pred in zip(group, preds, strict=True):
-                    stem = dataset.dataset.pairs[i].stem
-                    if pred.device.type == "cpu":  # numpy: single-threaded, no OpenMP stalls
-                        cm = metrics.confusion_matrix(pred.numpy(), raw.numpy())
-                    else:
-                        cm = metrics.confusion_matrix(pred, raw.to(pred.device))
-                    tally.add(stem, cm, min_pixels)
-                    if save_pred:
-                        _save_mask(out / "pred" / f"{stem}.png", pred.cpu().numpy())
-            bar.advance(task, len(batch))
-    return write_outputs(out, tally, plots=plots)
+    out = Path(out_dir)
+
+    def save(stem: str, pred: np.ndarray) -> None:
+        _save_mask(out / PRED_DIR / f"{stem}.png", pred)
+
+    scored = score_split(
+        predictor, dataset, batch_size=batch_size, workers=workers, min_pixels=min_pixels,
+        on_mask=save if save_pred else None, progress=progress,
+    )  # fmt: skip
+    extra = {"precision": resolve_precision(precision, predictor.device)}
+    return write_outputs(out, scored.tally, extra, plots=plots)
 
 
 __all__ = [
+    "PRED_DIR",
+    "Scored",
     "Tally",
+    "eval_dataset",
     "evaluate_checkpoint",
     "evaluate_folders",
+    "same_size_groups",
+    "score_split",
     "write_outputs",
 ]

@@ -6,6 +6,8 @@ A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)
     {"format": "bddseg", "version": 1,
      "model": state_dict, "config": to_dict(cfg), "num_classes": 19 | 20,
      "step": int, "epoch": int, "best_metric": float | None,
+     "val_metrics": {"val_loss", "miou", "pixel_accuracy", "precision"} | None,
+     "image_size": [H, W] | None,  # of the val images (the fixed ONNX export's default)
      # only in training checkpoints (last.pt):
      "optimizer": ..., "scheduler": ..., "rng": ...}
 """
@@ -520,11 +522,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def model_from_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
+    checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Config]:
-    """Rebuild the model stored in a checkpoint, in eval mode, without fetching weights."""
-    p = Path(path)
-    ckpt = load_checkpoint(p)
+    """Rebuild the model stored in a checkpoint (a file, or a dict from
+    :func:`make_checkpoint`), in eval mode and the default memory format, without fetching
+    weights. Training's validation rebuilds the model it scores from the checkpoint dict it
+    is about to save, so it scores exactly what ``bddseg evaluate --checkpoint`` scores."""
+    if isinstance(checkpoint, dict):
+        ckpt, p = checkpoint, Path("<checkpoint in memory>")
+    else:
+        p = Path(checkpoint)
+        ckpt = load_checkpoint(p)
     cfg = from_dict(ckpt.get("config") or {}, source=str(p))
     model_cfg = cfg.model.__class__(
         **{**cfg.model.__dict__, "pretrained": False, "encoder_weights": None}

@@ -4,7 +4,7 @@ A run directory holds ``config.yaml`` (the resolved config), ``last.pt`` (everyt
 resume), ``best.pt`` (weights with the best val mIoU), ``log.csv``, ``tb/`` (TensorBoard) and
 ``loss_curves.png``. Read top to bottom: :func:`train` sets things up and calls
 :func:`train_one_epoch` until the step budget is spent; :func:`after_step` logs, validates
-(:func:`evaluate`) and checkpoints when due.
+(:func:`validate`, through :func:`bddseg.evaluate.score_split`) and checkpoints when due.
 
 Resuming is exact. The learning rate is a pure function of the step (:mod:`bddseg.schedule`),
 the sample order a pure function of ``(seed, epoch)``, each sample's augmentation a pure
@@ -32,20 +32,23 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bddseg.config import Config, RunConfig, save_yaml, to_dict
-from bddseg.data import normalize_image
+from bddseg.data import build_dataset, normalize_image
 from bddseg.errors import BddsegError, first_line, warn
-from bddseg.labels import IGNORE_VALUE, NUM_CLASSES_20, UNKNOWN_ID
+from bddseg.evaluate import INFERENCE_PRECISION, eval_dataset, score_split
+from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
 from bddseg.losses import build_loss
-from bddseg.metrics import confusion_matrix, official_metrics
+from bddseg.metrics import official_metrics
 from bddseg.model import (
     NEEDS_TWO_PER_BATCH,
     build_model,
@@ -53,12 +56,11 @@ from bddseg.model import (
     load_checkpoint,
     load_weights,
     make_checkpoint,
-    model_forward,
-    model_num_classes,
     save_checkpoint,
 )
 from bddseg.optim import build_optimizer
 from bddseg.precision import precision_note, resolve_precision
+from bddseg.predictor import Predictor
 from bddseg.sampling import seed_everything, step_seed, train_loader
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
 from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer
@@ -99,7 +101,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     loss_fn: nn.Module
     train_data: Dataset
-    val_loader: DataLoader | None
+    val_data: Dataset | None  # rank 0 only
     run_dir: Path
     total_steps: int
     steps_per_epoch: int
@@ -112,6 +114,7 @@ class Run:
     tb: TensorBoard | None = None
     progress: Progress | None = None
     trace_samples: bool = False  # each rank appends its samples to RUN/samples.rankN.txt
+    image_size: list[int] | None = None  # (H, W) of the val images: the export's default
 
 
 # ---------------------------------------------------------------- the loop
@@ -134,27 +137,17 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
         KeyboardInterrupt: after Ctrl-C (or SIGTERM), once ``last.pt`` is saved.
     """
     set_torch_flags(cfg.run)
-    fabric = setup_fabric(cfg)
-    fabric.launch()  # with devices > 1 outside torchrun, this starts the other processes
     run_dir = Path(cfg.run.out)
-    ckpt = prepare_run_dir(run_dir, cfg, fabric)
+    check_run_dir(run_dir, cfg)
+    # the data, then the model (it may fetch ImageNet weights), then devices and RUN/: a
+    # wrong path or encoder is named before any download, Fabric's banner or a new folder
+    train_data, val_data = build_data(cfg)
+    image_size = frame_size(val_data)
     seed_everything(cfg.run.seed)  # the same initial weights on every rank
     model = build_model(cfg.model, cfg.num_classes)
     check_input_size(model, cfg.model, cfg.data.crop, "data.crop")
-    if ckpt is not None:
-        name = f"{cfg.model.arch}/{cfg.model.encoder}"
-        load_weights(model, ckpt["model"], run_dir / "last.pt", name, cfg.num_classes)
-    if cfg.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    raw = model
-    if cfg.run.compile:
-        model = torch.compile(model)
-    optimizer = build_optimizer(raw, cfg.optim)
-    model, optimizer = fabric.setup(model, optimizer)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    train_data, val_loader = build_data(cfg, fabric)
-    loss_fn = build_loss(cfg.loss, cfg.num_classes, load_class_weights(cfg, fabric), IGNORE_VALUE)
+    fabric = setup_fabric(cfg)
+    fabric.launch()  # with devices > 1 outside torchrun, this starts the other processes
     steps_per_epoch, local_batch = epoch_size(len(train_data), cfg, fabric.world_size)
     if local_batch < 2 and cfg.model.arch in NEEDS_TWO_PER_BATCH:
         raise BddsegError(
@@ -163,6 +156,30 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
             "with BatchNorm, which needs 2 or more in training (set optim.batch_size to "
             f"{2 * fabric.world_size} or more)"
         )
+    loss_fn = build_loss(cfg.loss, cfg.num_classes, load_class_weights(cfg, fabric), IGNORE_VALUE)
+    sample_weights = rare_class_sampling(cfg, fabric)
+    fresh = not run_dir.exists()
+    ckpt = prepare_run_dir(run_dir, cfg, fabric)
+    try:
+        if ckpt is not None:
+            name = f"{cfg.model.arch}/{cfg.model.encoder}"
+            load_weights(model, ckpt["model"], run_dir / "last.pt", name, cfg.num_classes)
+        if cfg.run.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        raw = model
+        if cfg.run.compile:
+            model = torch.compile(model)
+        optimizer = build_optimizer(raw, cfg.optim)
+        model, optimizer = fabric.setup(model, optimizer)
+        if ckpt is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        ema = build_ema(raw, cfg, ckpt)
+    except Exception:
+        if fresh and fabric.global_rank == 0:  # leave no half-made run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    if fabric.global_rank != 0:
+        val_data = None  # validation runs on rank 0
     total = cfg.optim.max_steps or cfg.optim.epochs * steps_per_epoch
     state = State()
     timer = Timer()
@@ -172,9 +189,9 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
         )
         timer = Timer(state.elapsed, ckpt.get("train_s", state.elapsed))
     run = Run(
-        cfg, fabric, model, raw, optimizer, loss_fn.to(fabric.device), train_data, val_loader,
+        cfg, fabric, model, raw, optimizer, loss_fn.to(fabric.device), train_data, val_data,
         run_dir, total, steps_per_epoch, local_batch, StopFlag(), timer,
-        build_ema(raw, cfg, ckpt), rare_class_sampling(cfg, fabric), trace_samples=trace_samples,
+        ema, sample_weights, trace_samples=trace_samples, image_size=image_size,
     )  # fmt: skip
     if fabric.global_rank == 0:
         resume_step = state.step if ckpt is not None else None
@@ -249,58 +266,6 @@ def loss_with_aux(loss_fn, output, masks: torch.Tensor, aux_weight: float) -> to
     return loss_fn(logits, masks) + aux_weight * loss_fn(aux, masks)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    loader: DataLoader,
-    loss_fn: nn.Module,
-    fabric,
-    channels_last: bool = True,
-    precision: str = "32-true",
-) -> dict:
-    """Validation loss and official metrics of ``model`` over ``loader`` (full images, uint8
-    batches as from ``build_dataset(..., normalize=False)``; normalised here, on the device).
-    Where the masks are larger than the images (``full_masks``: the model saw a resized
-    image), the logits are upsampled to the mask's size first (bilinear), as
-    ``bddseg evaluate --checkpoint`` does, so both score the same pixels; classes come from
-    the logits by :func:`bddseg.predictor.to_class_map` with its default (a 20-class model's best
-    real class), the rule ``bddseg predict`` and ``evaluate --checkpoint`` apply.
-    ``channels_last``: the images' memory format, the model's (``run.channels_last``).
-    The model runs through :class:`bddseg.predictor.Predictor` at ``precision`` (the run's),
-    exactly as ``bddseg evaluate --checkpoint`` and ``bddseg predict`` run it.
-
-    Returns:
-        ``{"val_loss", "miou", "pixel_accuracy", "confusion"}``; ``confusion`` is the int64
-        ``(20, 20)`` matrix (rows truth, 19 = unlabelled; columns prediction) the metrics come
-        from: mIoU is the mean IoU over the classes 0..18 present in the truth.
-    """
-    from bddseg.predictor import Predictor, to_class_map
-
-    was_training = model.training
-    model.eval()
-    forward = model_forward(model, precision, fabric.device, channels_last)
-    predictor = Predictor(forward, model_num_classes(model), device=fabric.device)
-    cm = torch.zeros(NUM_CLASSES_20, NUM_CLASSES_20, dtype=torch.int64, device=fabric.device)
-    loss_total, images_total = 0.0, 0
-    for images, masks, _ in loader:
-        if images.shape[0] == 0:
-            continue
-        images, masks = batch_to_device(fabric, images, masks, channels_last=False)
-        logits = predictor.scores(images, size=tuple(masks.shape[-2:]))
-        loss_total += float(loss_fn(logits, masks)) * images.shape[0]
-        images_total += images.shape[0]
-        raw_truth = torch.where(masks == UNKNOWN_ID, IGNORE_VALUE, masks)  # 19 is raw 255
-        cm += confusion_matrix(to_class_map(logits), raw_truth)
-    model.train(was_training)
-    metrics = official_metrics(cm.cpu())
-    return {
-        "val_loss": loss_total / max(images_total, 1),
-        "miou": metrics["miou"],
-        "pixel_accuracy": metrics["pixel_accuracy"],
-        "confusion": cm.cpu(),
-    }
-
-
 def after_step(run: Run, state: State, loss_value: float, lr: float) -> None:
     """Log, validate and checkpoint when due (validation and files on rank 0 only)."""
     cfg, step = run.cfg, state.step
@@ -356,28 +321,53 @@ def _num(value: float | None) -> str:
 
 
 def validate(run: Run, state: State, row: dict) -> None:
-    """Evaluate on the val split, fill ``row``'s ``val_*`` and keep ``best.pt`` up to date."""
-    if run.val_loader is None:
+    """Score the val split, fill ``row``'s ``val_*`` and keep ``best.pt`` up to date.
+
+    The model scored is rebuilt from the checkpoint dict that ``best.pt`` would hold and run
+    through :func:`bddseg.evaluate.score_split` at fp32, the function and the precision of
+    ``bddseg evaluate --checkpoint``: the two give the same numbers by construction, on every
+    machine (training steps may run in bf16; validation never does).
+    """
+    if run.val_data is None:
         return
-    metrics = evaluate(
-        eval_model(run),
-        run.val_loader,
-        run.loss_fn,
-        run.fabric,
-        run.cfg.run.channels_last,
-        resolve_precision(run.cfg.run.precision, run.cfg.run.accelerator),
-    )
+    predictor = Predictor.from_checkpoint(
+        checkpoint(run, state, training=False), run.fabric.device,
+        precision=INFERENCE_PRECISION, input_size=None,
+    )  # fmt: skip
+    scored = score_split(
+        predictor, run.val_data, batch_size=run.local_batch, workers=run.cfg.data.workers,
+        loss_fn=val_loss(run),
+    )  # fmt: skip
+    metrics = official_metrics(scored.tally.cm)
     row.update(
-        val_loss=metrics["val_loss"],
+        val_loss=scored.loss,
         val_miou=metrics["miou"],
         val_pixel_accuracy=metrics["pixel_accuracy"],
     )
-    state.last_val = {k: v for k, v in metrics.items() if k != "confusion"}
-    state.last_confusion = metrics["confusion"]
+    state.last_val = {
+        "val_loss": scored.loss,
+        "miou": metrics["miou"],
+        "pixel_accuracy": metrics["pixel_accuracy"],
+        "precision": INFERENCE_PRECISION,
+    }
+    state.last_confusion = torch.from_numpy(scored.tally.cm)
     miou = metrics["miou"]
     if miou is not None and (state.best_miou is None or miou > state.best_miou):
         state.best_miou = miou
         save_checkpoint(run.run_dir / "best.pt", checkpoint(run, state, training=False))
+
+
+def val_loss(run: Run):
+    """The val loss of scores against the raw truth (0..18/255): the run's loss, with 255 as
+    class 19 where ``data.unknown`` is ``class`` (as training sees it)."""
+    unknown = run.cfg.data.unknown == "class"
+
+    def loss(scores: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        if unknown:
+            truth = torch.where(truth == IGNORE_VALUE, UNKNOWN_ID, truth)
+        return run.loss_fn(scores, truth)
+
+    return loss
 
 
 def finish(run: Run, state: State) -> None:
@@ -431,14 +421,19 @@ def setup_fabric(cfg: Config):
         raise BddsegError(f"cannot set up devices: {str(e).splitlines()[0]}") from None
 
 
-def prepare_run_dir(run_dir: Path, cfg: Config, fabric) -> dict | None:
-    """Create the run directory, write ``config.yaml``; return ``last.pt`` when resuming."""
-    last = run_dir / "last.pt"
-    if last.exists() and not cfg.run.resume:
+def check_run_dir(run_dir: Path, cfg: Config) -> None:
+    """Refuse a run directory that holds another run (``last.pt``) unless resuming."""
+    if (run_dir / "last.pt").exists() and not cfg.run.resume:
         raise BddsegError(
             "this run directory already holds a run (last.pt): add --resume to continue it, or choose another --out",
             run_dir,
         )
+
+
+def prepare_run_dir(run_dir: Path, cfg: Config, fabric) -> dict | None:
+    """Create the run directory, write ``config.yaml``; return ``last.pt`` when resuming."""
+    last = run_dir / "last.pt"
+    check_run_dir(run_dir, cfg)
     ckpt = load_checkpoint(last) if cfg.run.resume and last.exists() else None
     if ckpt is not None and "optimizer" not in ckpt:
         raise BddsegError("not a training checkpoint (no optimizer state)", last)
@@ -469,26 +464,29 @@ def _changed_keys(saved: dict, cfg: Config) -> list[str]:
     ]
 
 
-def build_data(cfg: Config, fabric) -> tuple[Dataset, DataLoader | None]:
-    """The train dataset (its loader is made per epoch) and the val loader (rank 0)."""
-    from bddseg.data import build_dataset, build_loader
-
+def build_data(cfg: Config) -> tuple[Dataset, Dataset]:
+    """The train dataset (its loader is made per epoch) and the val dataset
+    (:func:`bddseg.evaluate.eval_dataset`: what ``bddseg evaluate`` scores). Called before
+    anything else touches the disk or the network, so a wrong ``--data`` is named first."""
     # uint8 batches, normalised on the device (see to_device): 5x fewer bytes per batch; on
     # an H200 the real recipe with 8 loader workers went from 168 to 196 images/s
     train_data = build_dataset(cfg.data, cfg.data.train_split, train=True, normalize=False)
-    if not hasattr(train_data, "generator"):
-        raise BddsegError("the train dataset has no augmentation generator")
-    val_loader = None
-    if fabric.global_rank == 0:
-        # masks at their own size: validation scores what `bddseg evaluate` scores
-        val_data = build_dataset(
-            cfg.data, cfg.data.val_split, train=False, normalize=False, full_masks=True
-        )
-        if len(val_data) == 0:
-            raise BddsegError(f"the {cfg.data.val_split} split is empty", cfg.data.root)
-        val_batch = max(1, cfg.optim.batch_size // fabric.world_size)
-        val_loader = build_loader(val_data, val_batch, False, cfg.data.workers, cfg.run.seed)
-    return train_data, val_loader
+    if len(train_data) == 0:
+        raise BddsegError(f"the {cfg.data.train_split} split is empty", cfg.data.root)
+    val_data = eval_dataset(cfg.data, cfg.data.val_split, cfg.data.on_bad_sample)
+    if len(val_data) == 0:
+        raise BddsegError(f"the {cfg.data.val_split} split is empty", cfg.data.root)
+    return train_data, val_data
+
+
+def frame_size(dataset: Dataset) -> list[int] | None:
+    """``[H, W]`` of the first image of ``dataset`` (from its header): the size the model is
+    validated at, recorded in checkpoints as ``image_size`` for a fixed-size ONNX export."""
+    try:
+        with Image.open(dataset.pairs[0].image) as im:
+            return [im.height, im.width]
+    except OSError:  # a bad first image: validation names it; the export asks for --size
+        return None
 
 
 def build_ema(raw: nn.Module, cfg: Config, ckpt: dict | None) -> nn.Module | None:
@@ -626,6 +624,7 @@ def checkpoint(run: Run, state: State, training: bool) -> dict:
         epoch=state.step // run.steps_per_epoch,
         best_metric=state.best_miou,
         val_metrics=state.last_val,
+        image_size=run.image_size,
     )
     if training:
         epoch, in_epoch = divmod(state.step, run.steps_per_epoch)
@@ -676,4 +675,4 @@ def describe(run: Run) -> str:
     )
 
 
-__all__ = ["TrainResult", "evaluate", "set_torch_flags", "train", "train_one_epoch"]
+__all__ = ["TrainResult", "set_torch_flags", "train", "train_one_epoch", "validate"]
