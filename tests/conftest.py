@@ -109,3 +109,35 @@ def val_masks() -> list[Path]:
             pytest.fail(f"BDDSEG_VAL_MASKS={env} is set but {folder} does not exist")
         pytest.skip("the official val masks are not available (set BDDSEG_VAL_MASKS)")
     return sorted(folder.glob("*.png"))
+
+
+@pytest.fixture(scope="session")
+def trained(synth_root, tmp_path_factory):
+    """Small trained checkpoints, each trained once per session and shared by the tests
+    that need a model which has seen data (3 steps on the synthetic set, validated at the
+    end): ``trained(unknown="ignore" | "class", base_size=None | (h, w))`` -> its best.pt."""
+    cache: dict[tuple, Path] = {}
+
+    def get(unknown: str = "ignore", base_size: tuple[int, int] | None = None) -> Path:
+        key = (unknown, tuple(base_size) if base_size else None)
+        if key not in cache:
+            from bddseg.config import from_dict
+            from bddseg.train import train
+
+            out = tmp_path_factory.mktemp("trained") / "run"
+            data = {"root": str(synth_root), "unknown": unknown, "workers": 0, "crop": [64, 96]}
+            if base_size:
+                data.update(base_size=list(base_size), crop=list(base_size))
+            cfg = from_dict(
+                {
+                    "data": data,
+                    "model": {"pretrained": False},
+                    "optim": {"batch_size": 4, "max_steps": 3, "lr": 1e-3},
+                    "run": {"out": str(out), "accelerator": "cpu", "val_every": 3},
+                }
+            )
+            train(cfg)
+            cache[key] = out / "best.pt"
+        return cache[key]
+
+    return get

@@ -17,6 +17,7 @@ from PIL import Image
 
 from bddseg.errors import BddsegError
 from bddseg.export import check_parity, export_onnx
+from bddseg.model import model_num_classes
 from bddseg.onnx_runtime import OnnxForward
 from bddseg.predict import predict_inputs
 from bddseg.predictor import load_predictor
@@ -98,10 +99,76 @@ def test_export_errors(ckpt, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("base_size", [None, (48, 80)], ids=["full-size", "base_size"])
+def test_default_export_predicts_what_the_checkpoint_predicts(
+    trained, synth_root, tmp_path, capsys, base_size
+):
+    """Issue 21: the default export takes the size the model was trained at (its val images'
+    96x160, or base_size 48x80 padded to 64x96), `bddseg export` prints the parity check, and
+    default `predict --onnx` agrees with default `predict --checkpoint` on >= 99.9% of pixels."""
+    from bddseg.cli import main
+
+    best = trained("ignore", base_size)
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--checkpoint", str(best), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    shape = "1x3x64x96" if base_size else "1x3x96x160"
+    assert f"(input {shape})" in printed
+    assert "parity with the checkpoint (fp32): on a 160x96 frame" in printed, printed
+    assert OnnxForward(out).max_size == tuple(int(v) for v in shape.split("x")[2:])
+    images = synth_root / "images" / "10k" / "val"
+    kw = {"formats": ["mask"], "progress": False}
+    predict_inputs([str(images)], tmp_path / "onnx", onnx=out, **kw)
+    predict_inputs([str(images)], tmp_path / "torch", checkpoint=best, **kw)
+    names = sorted(p.name for p in (tmp_path / "torch" / "masks").iterdir())
+    assert len(names) == 6
+    same = total = 0
+    for name in names:
+        a = np.asarray(Image.open(tmp_path / "onnx" / "masks" / name))
+        b = np.asarray(Image.open(tmp_path / "torch" / "masks" / name))
+        same, total = same + int((a == b).sum()), total + a.size
+    assert same / total >= MIN_AGREEMENT
+
+
+def test_export_refuses_a_failed_parity_check_and_an_unknown_size(
+    trained, ckpt, tmp_path, capsys, monkeypatch
+):
+    """An exported graph that predicts other classes than the checkpoint (here: its head's
+    biases shifted before the export) is refused with one line and exit 2, nothing written,
+    unless --no-check. A checkpoint that does not record its trained size is refused, naming
+    --dynamic and --size; --size exports it."""
+    from bddseg import export
+    from bddseg.cli import main
+
+    real_export = export._export_proto
+
+    def broken(model, *args):
+        with torch.no_grad():
+            model.segmentation_head[0].bias += torch.linspace(0, 50, model_num_classes(model))
+        return real_export(model, *args)
+
+    monkeypatch.setattr(export, "_export_proto", broken)
+    best, out = trained("ignore"), tmp_path / "broken.onnx"
+    args = ["export", "--checkpoint", str(best), "--out", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not predict what the checkpoint predicts" in err[0], err
+    assert str(best) in err[0] and "nothing written" in err[0]
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert main([*args, "--no-check"]) == 0 and out.exists()
+    monkeypatch.setattr(export, "_export_proto", real_export)
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "--dynamic" in err and "--size" in err and not (tmp_path / "o.onnx").exists()
+    args = ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o.onnx")]
+    assert main([*args, "--size", "64x96"]) == 0
+    assert OnnxForward(tmp_path / "o.onnx").max_size == (64, 96)
+
+
 @pytest.mark.slow
 @pytest.mark.real
 def test_fixed_export_parity_on_real_val_images(ckpt, real_root, tmp_path):
-    out = export_onnx(ckpt, tmp_path / "fixed.onnx")  # (1, 3, 736, 1280)
+    out = export_onnx(ckpt, tmp_path / "fixed.onnx", size=(720, 1280)).path  # (1, 3, 736, 1280)
     assert OnnxForward(out).max_size == (736, 1280)
     assert not list(tmp_path.glob(".*.tmp"))
     images = sorted((real_root / "images" / "10k" / "val").glob("*.jpg"))[:2]

@@ -242,13 +242,13 @@ def _onnx_parity(model: nn.Module, arch: str, encoder: str, num_classes: int) ->
     onnxruntime's logits with PyTorch's on one random 720x1280 frame (the size the fixed
     export is made for: a smaller image is padded to it, which the layers near its border
     see)."""
-    from bddseg.export import FIXED_SIZE, check_parity, export_onnx
+    from bddseg.export import FRAME_SIZE, check_parity, export_onnx
 
-    image = np.random.default_rng(0).integers(0, 256, (*FIXED_SIZE, 3), dtype=np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (*FRAME_SIZE, 3), dtype=np.uint8)
     with tempfile.TemporaryDirectory(prefix="bddseg-models-") as tmp:
         ckpt = _checkpoint(model, arch, encoder, num_classes, Path(tmp) / "model.pt")
         try:
-            onnx = export_onnx(ckpt, Path(tmp) / "model.onnx", dynamic=False)
+            onnx = export_onnx(ckpt, Path(tmp) / "model.onnx", size=FRAME_SIZE, check=False).path
         except BddsegError as e:
             return {"parity": "export failed", "onnx_error": e.problem}
         result = check_parity(ckpt, onnx, [image])

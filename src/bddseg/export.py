@@ -13,22 +13,29 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 
+from bddseg.data import IMAGENET_MEAN, IMAGENET_STD, read_image
 from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
 from bddseg.labels import class_names
-from bddseg.model import input_multiple, model_from_checkpoint, model_num_classes
+from bddseg.layout import list_pairs
+from bddseg.model import input_multiple, load_checkpoint, model_from_checkpoint, model_num_classes
 
-FIXED_SIZE = (720, 1280)  # BDD100K frames; a fixed export takes (1, 3, 736, 1280) (U-Net)
+# A parity check fails past these: onnxruntime and PyTorch fp32 differ by about 1e-5 in the
+# logits; an export that predicts other masks (a wrong input size, a broken op) is refused
+PARITY_MAX_DIFF = 1e-3  # max |logit difference|, relative to max(1, largest |logit|)
+PARITY_MIN_AGREEMENT = 0.999  # fraction of pixels with the same class
 
 
 # Architectures whose dynamic-shape export runs but breaks at other sizes (found by
-# tests/test_archs.py): refused rather than written. Their fixed export matches PyTorch on
-# full 720x1280 frames; a smaller image is padded to the frame, which their global pooling sees.
+# tests/test_archs.py): refused rather than written. Their fixed export matches PyTorch at
+# the size it was made for.
 NO_DYNAMIC_EXPORT = ("pspnet", "upernet")
 NO_DYNAMIC_EXPORT_WHY = (
     "the exporter fixes its adaptive-pooling sizes at the traced size, so onnxruntime fails "
@@ -36,10 +43,37 @@ NO_DYNAMIC_EXPORT_WHY = (
 )
 
 
+@dataclass(frozen=True)
+class Exported:
+    """What :func:`export_onnx` wrote: the file, the input shape (``None`` for dynamic
+    height and width) and the parity check (:func:`check_parity`; ``None`` with
+    ``check=False``)."""
+
+    path: Path
+    input_shape: tuple[int, int, int, int] | None
+    parity: dict[str, Any] | None
+
+
+def trained_size(ckpt: dict[str, Any], cfg: Any) -> tuple[int, int] | None:
+    """The ``(H, W)`` the model takes images at: ``data.base_size`` (the predictor resizes
+    every image to it), else the size of the images it was validated on (recorded in the
+    checkpoint as ``image_size``); ``None`` where neither is known (an older checkpoint)."""
+    if cfg.data.base_size:
+        return tuple(cfg.data.base_size)
+    size = ckpt.get("image_size")
+    return (int(size[0]), int(size[1])) if size else None
+
+
 def export_onnx(
-    checkpoint: str | Path, out: str | Path, opset: int = 18, dynamic: bool = False
-) -> Path:
-    """Export a checkpoint to ONNX with the torch.export-based (dynamo) exporter.
+    checkpoint: str | Path,
+    out: str | Path,
+    opset: int = 18,
+    dynamic: bool = False,
+    size: tuple[int, int] | None = None,
+    check: bool = True,
+) -> Exported:
+    """Export a checkpoint to ONNX with the torch.export-based (dynamo) exporter, and check
+    that onnxruntime predicts what PyTorch predicts before the file is put in place.
 
     Args:
         checkpoint: a bddseg ``.pt`` checkpoint.
@@ -48,38 +82,80 @@ def export_onnx(
         dynamic: batch, height and width left symbolic (H and W must still be multiples of
             the model's input multiple, 32 for the U-Net;
             :class:`~bddseg.onnx_runtime.OnnxForward` pads). Otherwise the input is fixed at
-            a 720x1280 frame padded to that multiple (``(1, 3, 736, 1280)`` for the U-Net);
-            smaller images are padded up to it, larger ones are predicted in windows of it.
+            the size the model was trained at (:func:`trained_size`, padded to that multiple:
+            ``(1, 3, 736, 1280)`` for a U-Net validated on 720x1280 frames), or ``size``:
+            images of that size are predicted exactly as PyTorch predicts them (smaller ones
+            are padded up to it, larger ones predicted in windows of it).
+        size: ``(H, W)`` for a fixed export, instead of the trained size.
+        check: run :func:`check_parity` on one frame at the model's size (a val image of the
+            checkpoint's dataset when it is on disk, else a seeded random one) and refuse
+            (:class:`BddsegError`, no file written) when the logits differ by more than
+            :data:`PARITY_MAX_DIFF` or fewer than :data:`PARITY_MIN_AGREEMENT` of the pixels
+            get the same class.
 
     Returns:
-        ``out``. The file's metadata holds ``bddseg.num_classes``, ``bddseg.class_names``,
-        ``bddseg.mean``/``bddseg.std`` and ``bddseg.pad_multiple``.
+        :class:`Exported`. The file's metadata holds ``bddseg.num_classes``,
+        ``bddseg.class_names``, ``bddseg.mean``/``bddseg.std``, ``bddseg.pad_multiple`` and
+        ``bddseg.input_size`` (``data.base_size``, which the predictor resizes images to).
     """
-    from bddseg.data import IMAGENET_MEAN, IMAGENET_STD
-
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise BddsegError(
             "the output must end in .onnx (load_predictor picks the runtime by it)", out
         )
-    model, cfg = model_from_checkpoint(checkpoint, "cpu")
+    ckpt = load_checkpoint(checkpoint)
+    model, cfg = model_from_checkpoint(ckpt, "cpu")
     if dynamic and cfg.model.arch in NO_DYNAMIC_EXPORT:
         raise BddsegError(
             f"--dynamic is not supported for {cfg.model.arch}: {NO_DYNAMIC_EXPORT_WHY}; export "
-            "without it (a fixed 720x1280 input: smaller images are padded, larger ones windowed)",
+            "without it (a fixed input at the size the model was trained at, or --size HxW)",
             checkpoint,
         )
-    num_classes = model_num_classes(model)
     multiple = input_multiple(model)
-    h, w = (-(-s // multiple) * multiple for s in FIXED_SIZE)
-    dummy = torch.zeros(1, 3, h, w)
+    frame = size or trained_size(ckpt, cfg)
+    if frame is None and not dynamic:
+        raise BddsegError(
+            "this checkpoint does not record the image size it was trained at (an older "
+            "bddseg): export with --dynamic, or give the frame size with --size HxW",
+            checkpoint,
+        )
+    h, w = (-(-s // multiple) * multiple for s in (frame or (2 * multiple, 2 * multiple)))
+    proto = _export_proto(model, (1, 3, h, w), opset, dynamic, checkpoint)
+    meta = {
+        "bddseg.num_classes": str(model_num_classes(model)),
+        "bddseg.class_names": json.dumps(list(class_names(model_num_classes(model)))),
+        "bddseg.mean": json.dumps(list(IMAGENET_MEAN)),
+        "bddseg.std": json.dumps(list(IMAGENET_STD)),
+        "bddseg.pad_multiple": str(multiple),
+        # the scale the model was trained at (data.base_size): Predictor resizes images to it
+        "bddseg.input_size": json.dumps(list(cfg.data.base_size) if cfg.data.base_size else None),
+        "bddseg.input": "images: float32 (N,3,H,W) ImageNet-normalised RGB, "
+        f"H and W multiples of {multiple}",
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    parity = None
+    with atomic_path(out) as tmp:
+        onnx.save_model(proto, str(tmp))
+        if check:  # on the temporary file: a failed check leaves nothing behind
+            image = parity_image(cfg, frame or FRAME_SIZE, any_size=bool(cfg.data.base_size))
+            parity = check_parity(ckpt, tmp, [image])
+            _require_parity(parity, checkpoint)
+    return Exported(out, None if dynamic else (1, 3, h, w), parity)
+
+
+FRAME_SIZE = (720, 1280)  # a BDD100K frame: the parity image of a dynamic export
+
+
+def _export_proto(model, shape, opset: int, dynamic: bool, checkpoint) -> Any:
     axes = {0: "batch", 2: "height", 3: "width"}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 model,
-                (dummy,),
+                (torch.zeros(shape),),
                 input_names=["images"],
                 output_names=["logits"],
                 opset_version=opset,
@@ -92,38 +168,62 @@ def export_onnx(
         raise BddsegError(
             f"ONNX export failed at opset {opset} ({first_line(e)})", checkpoint
         ) from None
-    proto = program.model_proto
-    meta = {
-        "bddseg.num_classes": str(num_classes),
-        "bddseg.class_names": json.dumps(list(class_names(num_classes))),
-        "bddseg.mean": json.dumps(list(IMAGENET_MEAN)),
-        "bddseg.std": json.dumps(list(IMAGENET_STD)),
-        "bddseg.pad_multiple": str(multiple),
-        # the scale the model was trained at (data.base_size): Predictor resizes images to it
-        "bddseg.input_size": json.dumps(list(cfg.data.base_size) if cfg.data.base_size else None),
-        "bddseg.input": "images: float32 (N,3,H,W) ImageNet-normalised RGB, "
-        f"H and W multiples of {multiple}",
-    }
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    import onnx
+    return program.model_proto
 
-    with atomic_path(out) as tmp:
-        onnx.save_model(proto, str(tmp))
-    return out
+
+def parity_image(cfg: Any, size: tuple[int, int], any_size: bool = False) -> torch.Tensor:
+    """A real-size frame for the parity check, uint8 ``(3, H, W)``: the first val image of
+    the checkpoint's dataset when it is on disk and of ``size`` (of any size with
+    ``any_size``: a model with ``data.base_size`` sees every image resized to it), else
+    seeded random pixels of ``size``."""
+    try:
+        pairs = list_pairs(cfg.data.root, cfg.data.val_split) if cfg.data.root else []
+        first = next((p.image for p in pairs if p.image is not None), None)
+        if first is not None:
+            image = read_image(first)
+            if any_size or tuple(image.shape[-2:]) == tuple(size):
+                return image
+    except BddsegError:
+        pass  # the training data is elsewhere or gone: random pixels
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (3, *size), generator=g, dtype=torch.uint8)
+
+
+def _require_parity(parity: dict[str, Any], checkpoint) -> None:
+    limit = PARITY_MAX_DIFF * max(1.0, parity["max_abs_logit"])
+    if parity["max_abs_diff"] > limit or parity["argmax_agreement"] < PARITY_MIN_AGREEMENT:
+        raise BddsegError(
+            f"the ONNX model does not predict what the checkpoint predicts: {parity_line(parity)}"
+            f" (limits: {PARITY_MAX_DIFF:g} x max(1, largest logit), "
+            f"{PARITY_MIN_AGREEMENT:.1%} agreement); nothing written (--no-check writes it anyway)",
+            checkpoint,
+        )
+
+
+def parity_line(parity: dict[str, Any]) -> str:
+    """The parity check in one phrase, as ``bddseg export`` prints it."""
+    h, w = parity["size"]
+    return (
+        f"on a {w}x{h} frame, max |logit difference| {parity['max_abs_diff']:.2g} (logits up "
+        f"to {parity['max_abs_logit']:.3g}), same class on {parity['argmax_agreement']:.4%} of "
+        "pixels"
+    )
 
 
 def check_parity(
-    checkpoint: str | Path, onnx_path: str | Path, images: Sequence[Any], device: str = "cpu"
-) -> dict[str, float]:
-    """Compare PyTorch and onnxruntime logits on ``images`` (arrays, tensors or paths).
+    checkpoint: str | Path | dict[str, Any],
+    onnx_path: str | Path,
+    images: Sequence[Any],
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Compare PyTorch (fp32) and onnxruntime logits on ``images`` (arrays, tensors or
+    paths), each through its :class:`~bddseg.predictor.Predictor` (input size, padding).
 
     Returns:
         ``max_abs_diff`` (largest |logit difference| over all pixels and classes),
         ``max_abs_logit`` (scale of the PyTorch logits, for a relative reading),
         ``argmax_agreement`` (fraction of pixels whose argmax over all classes is equal),
-        ``pixels`` and ``images``.
+        ``pixels``, ``images`` and ``size`` (the last image's ``(H, W)``).
     """
     from bddseg.predictor import Predictor
 
@@ -131,6 +231,7 @@ def check_parity(
     onnx_p = Predictor.from_onnx(onnx_path, device)
     diff = scale = 0.0
     same = total = 0
+    size = None
     for image in images:
         a = torch_p.logits(image).cpu()
         b = onnx_p.logits(image).cpu()
@@ -138,7 +239,9 @@ def check_parity(
         scale = max(scale, a.abs().max().item())
         same += (a.argmax(1) == b.argmax(1)).sum().item()
         total += a[:, 0].numel()
+        size = tuple(a.shape[-2:])
     return {
+        "size": size,
         "images": len(images),
         "pixels": total,
         "max_abs_diff": diff,
@@ -147,4 +250,4 @@ def check_parity(
     }
 
 
-__all__ = ["FIXED_SIZE", "check_parity", "export_onnx"]
+__all__ = ["FRAME_SIZE", "Exported", "check_parity", "export_onnx", "parity_line", "trained_size"]
