@@ -10,7 +10,9 @@ from test_report import H, W, _is_png, make_dataset, make_run
 
 from bddseg import plots
 from bddseg.errors import BddsegError
-from bddseg.labels import CLASS_NAMES_20
+from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20
+from bddseg.metrics import MIOU_LABEL, OFFICIAL_LABEL, WITH_UNKNOWN_LABEL
+from bddseg.trainlog import read_log
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,33 @@ def test_loss_curves_of_an_empty_log(tmp_path):
     assert _is_png(plots.plot_loss_curves(log, tmp_path / "loss.png"))
     with pytest.raises(BddsegError, match="not found"):
         plots.plot_loss_curves(tmp_path / "nope.csv", tmp_path / "x.png")
+
+
+def test_iou_vs_share_leads_with_the_official_view(runs):
+    """Bars and the headline line are the official view's (19 classes, 255 ignored), labelled
+    so; the unknown-as-class mIoU is a second line labelled as that view."""
+    metrics = json.loads((runs[0] / "eval/val/metrics.json").read_text())
+    official, other = metrics["official"], metrics["with_unknown"]
+    fig = plots.iou_share_figure(metrics)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert texts[0].startswith(MIOU_LABEL)  # the official one first
+    assert f"{MIOU_LABEL} {official['miou']:.3f}" in texts
+    assert f"second view: mIoU (19 classes, {WITH_UNKNOWN_LABEL}) {other['miou_19']:.3f}" in texts
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    assert sorted(names) == sorted(CLASS_NAMES)  # no unknown: the official view has none
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == [official["iou"][n] or 0.0 for n in names]
+    assert heights == sorted(heights)
+    assert OFFICIAL_LABEL in ax.get_ylabel()
+
+
+def test_loss_and_delta_figures_name_the_view(runs):
+    loss = plots.loss_figure(read_log(runs[0] / "log.csv"))
+    assert loss.axes[1].get_ylabel() == MIOU_LABEL  # val_miou: the official definition
+    iou = {"a": {"road": 0.5, "sky": None}, "b": {"road": 0.6, "sky": 0.7}}
+    delta = plots.iou_delta_figure(iou)
+    assert OFFICIAL_LABEL in delta.axes[0].get_xlabel()
 
 
 def test_write_eval_plots(runs, tmp_path):

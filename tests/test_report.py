@@ -18,7 +18,8 @@ from PIL import Image
 
 from bddseg import colors, report
 from bddseg.errors import BddsegError
-from bddseg.labels import CLASS_NAMES_20
+from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20
+from bddseg.metrics import MIOU_LABEL, OFFICIAL_LABEL, WITH_UNKNOWN_LABEL
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 H, W = 36, 64
@@ -49,13 +50,11 @@ def make_dataset(root: Path, seed: int = 0) -> Path:
 
 
 def _metrics(rng: np.random.Generator) -> dict:
-    def per_class(lo=0.0, hi=1.0, none=("train",)):
-        return {
-            n: (None if n in none else round(float(rng.uniform(lo, hi)), 4)) for n in CLASS_NAMES_20
-        }
+    def per_class(lo=0.0, hi=1.0, none=("train",), names=CLASS_NAMES_20):
+        return {n: (None if n in none else round(float(rng.uniform(lo, hi)), 4)) for n in names}
 
     share = rng.dirichlet(np.ones(20))
-    official_iou = per_class(none=("train", "unknown"))
+    official_iou = per_class(names=CLASS_NAMES)  # the official view: 19 classes, no unknown
     avg = {"precision": 0.8, "recall": 0.7, "f1": 0.75, "support": 40}
     return {
         "num_images": 3,
@@ -64,7 +63,7 @@ def _metrics(rng: np.random.Generator) -> dict:
             "pixel_accuracy": 0.88,
             "fwiou": 0.8,
             "iou": official_iou,
-            "precision": per_class(),
+            "precision": per_class(names=CLASS_NAMES),
         },
         "with_unknown": {
             "miou_19": 0.4,
@@ -205,7 +204,7 @@ def test_one_run_report(runs, tmp_path):
     assert html.count('src="data:image/jpeg;base64,') == 4
     assert "not available" not in html
     # the run's architecture and encoder name it (runs of several architectures compared)
-    assert "ce (unet/resnet34, ce, weights=none): official mIoU" in html
+    assert f"ce (unet/resnet34, ce, weights=none): {MIOU_LABEL}" in html
 
 
 def test_two_run_report_compares(two_run_html):
@@ -213,19 +212,76 @@ def test_two_run_report_compares(two_run_html):
     _assert_self_contained(html)
     assert "<title>bddseg report: ce vs focal</title>" in html
     table = _table(html, 'id="compare-classes"')
-    for name in CLASS_NAMES_20:
+    for name in CLASS_NAMES:  # the official view's 19 classes
         assert f"</span>{name}</td>" in table
+    assert "</span>unknown</td>" not in table
+    assert f"Per-class IoU (%, {OFFICIAL_LABEL})" in html
     assert "Δ focal" in table
     deltas = re.findall(r'<td class="sep (?:pos|neg|)" data-v="([^"]+)">', table)
-    assert len(deltas) == 20 and all(re.fullmatch(r"[+-]\d+\.\d|—", d) for d in deltas)
+    assert len(deltas) == 19 and all(re.fullmatch(r"[+-]\d+\.\d|—", d) for d in deltas)
     assert "★" not in table or 'class="best"' in table
     winners = re.findall(r'<td class="sep winner" data-v="([^"]+)">', table)
-    assert len(winners) == 20 and set(winners) <= {"ce", "focal", "tie", "—"}
-    assert "wins on official mIoU" in html and "of 20 classes" in html
+    assert len(winners) == 19 and set(winners) <= {"ce", "focal", "tie", "—"}
+    assert f"wins on {MIOU_LABEL}" in html and "of 19 classes" in html
     assert 'id="compare-headline"' in html
     # overlaid curves and IoU deltas + 2 x (4 PNG figures + 4 JPEG sample grids)
     assert html.count('src="data:image/') == 18
     assert html.count('<section class="run"') == 2
+
+
+def test_the_official_view_leads_every_table(runs, two_run_html):
+    """The official mIoU and per-class IoU come first, labelled as such; the unknown-as-class
+    view comes second, labelled as that view (the comparison led with it before)."""
+    loaded = [report.load_run(r) for r in runs]
+    comp = report._comparison(loaded)
+    first = comp["headline"][0]
+    assert first["title"] == MIOU_LABEL
+    official = [m.metrics["official"] for m in loaded]
+    assert [c["text"] for c in first["cells"]["values"]] == [
+        report._pct(o["miou"]) for o in official
+    ]
+    assert [h["title"] for h in comp["headline"][3:5]] == [
+        f"mIoU (19 classes, {WITH_UNKNOWN_LABEL})",
+        f"mIoU (20 classes, {WITH_UNKNOWN_LABEL})",
+    ]
+    assert [row["name"] for row in comp["classes"]] == list(CLASS_NAMES)
+    for row in comp["classes"]:
+        expected = [report._pct(o["iou"][row["name"]]) for o in official]
+        assert [c["text"] for c in row["values"]] == expected, row["name"]
+    # the per-run table: official IoU is the first column, the 20-class view's after it
+    m = loaded[0].metrics
+    for row in report._class_rows(m):
+        assert row["cells"][0]["text"] == report._pct(m["official"]["iou"].get(row["name"]))
+        assert row["cells"][1]["text"] == report._pct(m["with_unknown"]["iou"][row["name"]])
+    per_class = _table(two_run_html, 'class="data sortable per-class"')
+    assert per_class.index(OFFICIAL_LABEL) < per_class.index(WITH_UNKNOWN_LABEL)
+    cards = re.findall(r'<div class="k">([^<]+)</div>', two_run_html)
+    assert cards[0] == MIOU_LABEL
+    # the summary's best and weakest classes are the official view's
+    iou = {n: v for n, v in m["official"]["iou"].items() if v is not None}
+    best = max(iou, key=iou.get)
+    assert f"Best class {best} ({report._pct(iou[best])}%)" in report._run_summary(loaded[0])
+
+
+def test_run_label_reads_the_config(tmp_path, monkeypatch):
+    """Architecture, encoder, loss and weights come from the run's config; keys it lacks take
+    bddseg.config's defaults, not names repeated in the report."""
+    import functools
+
+    from bddseg.config import LossConfig, ModelConfig
+
+    run = make_run(tmp_path, "seg", tmp_path / "no-data", evaluated=False, predicted=False)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"] = {"arch": "upernet", "encoder": "tu-convnext_base"}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert report.load_run(run).label == "seg (upernet/tu-convnext_base, ce, weights=none)"
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": cfg["data"]}))
+    m, loss = ModelConfig(), LossConfig()
+    expected = f"seg ({m.arch}/{m.encoder}, {loss.name}, weights={loss.class_weights})"
+    assert report.load_run(run).label == expected
+    other = functools.partial(ModelConfig, arch="segformer", encoder="mit_b0")
+    monkeypatch.setattr(report, "ModelConfig", other)  # as if the defaults changed
+    assert report.load_run(run).label.startswith("seg (segformer/mit_b0, ")
 
 
 def test_missing_sections_say_not_available(runs, tmp_path):

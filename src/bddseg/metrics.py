@@ -373,6 +373,15 @@ def image_level_matrix(true_presence: Any, pred_presence: Any) -> np.ndarray:
     return m
 
 
+# ---------------------------------------------------------------- names of the views
+# How figures, tables and messages name each view, so that one mIoU reads the same everywhere:
+# the official one leads, and any other number says which view it comes from.
+OFFICIAL_LABEL = "official: 19 classes, 255 ignored"
+WITH_UNKNOWN_LABEL = "unknown (255) as a class"
+IMAGE_LEVEL_LABEL = "image level: a class present in an image or not"
+MIOU_LABEL = f"mIoU ({OFFICIAL_LABEL})"
+
+
 # ---------------------------------------------------------------- the metrics.json contract
 def to_contract(cm: Any, true_presence: Any, pred_presence: Any) -> dict[str, Any]:
     """The ``metrics.json`` contract: ``num_images``, ``official``, ``with_unknown`` and
@@ -389,6 +398,10 @@ def to_contract(cm: Any, true_presence: Any, pred_presence: Any) -> dict[str, An
 
 __all__ = [
     "AVERAGES",
+    "IMAGE_LEVEL_LABEL",
+    "MIOU_LABEL",
+    "OFFICIAL_LABEL",
+    "WITH_UNKNOWN_LABEL",
     "confusion_matrix",
     "fold_histogram",
     "image_level_matrix",

@@ -24,7 +24,8 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
-from bddseg.labels import CLASS_NAMES_20, PALETTE
+from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, PALETTE
+from bddseg.metrics import MIOU_LABEL, OFFICIAL_LABEL, WITH_UNKNOWN_LABEL
 from bddseg.trainlog import read_log
 
 # A light, seaborn-like look that sits well on the report's white cards.
@@ -196,7 +197,7 @@ def _loss_axes(fig: Figure):
 
 def _finish_loss_axes(ax_loss, ax_miou) -> None:
     ax_loss.set(title="Loss", xlabel="step", ylabel="loss")
-    ax_miou.set(title="Validation mIoU", xlabel="step", ylabel="mIoU")
+    ax_miou.set(title="Validation mIoU", xlabel="step", ylabel=MIOU_LABEL)
     for ax in (ax_loss, ax_miou):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if ax_loss.lines:
@@ -248,17 +249,30 @@ def plot_loss_curves_multi(runs: Mapping[str, str | Path], path: str | Path) -> 
 
 
 # ---------------------------------------------------------------- per-class IoU
+def _labelled_share(metrics: Mapping) -> dict[str, float]:
+    """Each of the 19 classes' share of the labelled pixels (255 left out), in %, from the
+    ``with_unknown`` view's share of all pixels."""
+    of_all = (metrics.get("with_unknown") or {}).get("pixel_share") or {}
+    share = {n: of_all.get(n) or 0.0 for n in CLASS_NAMES}
+    total = sum(share.values())
+    return {n: 100 * v / total if total else 0.0 for n, v in share.items()}
+
+
 @_styled
 def iou_share_figure(metrics: Mapping) -> Figure:
     """Per-class IoU bars sorted by IoU, the pixel share (%) drawn over them on a second axis.
 
-    Uses ``metrics["with_unknown"]`` (20 classes). A class whose IoU is undefined (absent
-    from the truth and never predicted) sits at the left, labelled n/a.
+    The official view leads (``metrics["official"]``: the 19 classes, 255 ignored): its
+    per-class IoU are the bars, its mIoU the dotted line, and the share is of the labelled
+    pixels. The ``with_unknown`` view's 19-class mIoU is the dashed gray line, labelled as
+    that view. A class whose IoU is undefined (absent from the truth and never predicted)
+    sits at the left, labelled n/a.
     """
-    view = metrics["with_unknown"]
-    order = sorted(view["iou"], key=lambda n: -1.0 if view["iou"][n] is None else view["iou"][n])
-    iou = np.array([view["iou"][n] or 0.0 for n in order])
-    share = np.array([100 * ((view.get("pixel_share") or {}).get(n) or 0.0) for n in order])
+    ious = {n: metrics["official"]["iou"].get(n) for n in CLASS_NAMES}
+    order = sorted(ious, key=lambda n: -1.0 if ious[n] is None else ious[n])
+    iou = np.array([ious[n] or 0.0 for n in order])
+    labelled = _labelled_share(metrics)
+    share = np.array([labelled.get(n, 0.0) for n in order])
     fig = _figure(12, 5.6)
     # fixed margins (what constrained layout finds for the 20 class names), at a third of
     # the figure's drawing time: the evaluation draws this figure on every run
@@ -268,11 +282,14 @@ def iou_share_figure(metrics: Mapping) -> Figure:
     x = np.arange(len(order))
     colors = [class_color(n) for n in order]
     ax.bar(x, iou, color=colors, alpha=0.88, edgecolor=INK, linewidth=0.4)
-    miou = view.get("miou_19")
+    miou = metrics["official"].get("miou")
     if miou is not None:
-        ax.axhline(miou, color=INK, lw=1, ls=":")
-        ax.annotate(f"mIoU (19 classes) {miou:.3f}", (0, miou), xytext=(2, 3), **LABEL)
-    ax.set(ylim=(0, 1.05), ylabel="IoU (bars)", xlabel="class")
+        ax.axhline(miou, color=INK, lw=1.2, ls=":", label=f"{MIOU_LABEL} {miou:.3f}")
+    other = (metrics.get("with_unknown") or {}).get("miou_19")
+    if other is not None:
+        text = f"second view: mIoU (19 classes, {WITH_UNKNOWN_LABEL}) {other:.3f}"
+        ax.axhline(other, color=UNKNOWN_CHART_COLOR, lw=1, ls="--", label=text)
+    ax.set(ylim=(0, 1.05), ylabel=f"IoU ({OFFICIAL_LABEL}; bars)", xlabel="class")
     ax.set_title("Class IoU vs pixel share (sorted by IoU)")
     _class_ticks(ax, order)
     ax2 = ax.twinx()  # drawn over the bars: the line, then the bar labels on top of it
@@ -280,11 +297,15 @@ def iou_share_figure(metrics: Mapping) -> Figure:
     ax2.plot(x, share, color=SHARE_COLOR, marker="o", ms=4.5, lw=1.6, mec="white")
     top = max(share.max(), 1.0)
     ax2.set_ylim(-0.02 * top, 1.1 * top)
-    ax2.set_ylabel("pixels (%, line)", color=SHARE_COLOR)
+    ax2.set_ylabel("labelled pixels (%, line)", color=SHARE_COLOR)
     ax2.tick_params(axis="y", colors=SHARE_COLOR)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # on the top axes, over the share line; upper left, where the bars are lowest
+        frame = {"frameon": True, "facecolor": "white", "edgecolor": "none", "framealpha": 0.85}
+        ax2.legend(handles, labels, loc="upper left", **frame)
     box = {"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.7}
     for xi, n, v in zip(x, order, iou, strict=True):
-        text = "n/a" if view["iou"][n] is None else f"{v:.2f}"
+        text = "n/a" if ious[n] is None else f"{v:.2f}"
         lift = 2 if v > 0.05 else 7  # clear the pixel-share markers that sit near zero
         ax2.annotate(
             text, (xi, v), xycoords=ax.transData, xytext=(0, lift), ha="center", bbox=box, **LABEL
@@ -298,8 +319,12 @@ def plot_iou_vs_share(metrics: Mapping, path: str | Path) -> Path:
 
 
 @_styled
-def iou_delta_figure(iou: Mapping[str, Mapping[str, float | None]]) -> Figure:
-    """Per-class IoU of each run minus the first run's, in points: ``{run: {class: iou}}``.
+def iou_delta_figure(
+    iou: Mapping[str, Mapping[str, float | None]], view: str = OFFICIAL_LABEL
+) -> Figure:
+    """Per-class IoU of each run minus the first run's, in points: ``{run: {class: iou}}``
+    from the metrics view named by ``view`` (the report hands over the official one's,
+    ``metrics["official"]["iou"]``).
 
     With two runs the bars are green where the second run is better, red where worse. A class
     whose IoU is undefined in either run gets no bar and an n/a label.
@@ -331,7 +356,7 @@ def iou_delta_figure(iou: Mapping[str, Mapping[str, float | None]]) -> Figure:
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
     ax.margins(x=0.18)
-    ax.set_xlabel(f"IoU difference vs {ref} (points)")
+    ax.set_xlabel(f"IoU difference vs {ref} (points; {view})")
     if len(others) > 1:
         ax.legend(loc="lower right")
     return fig

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import dataclasses
 import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,13 +23,14 @@ from PIL import Image
 
 from bddseg._version import __version__
 from bddseg.colors import overlay
-from bddseg.config import load_yaml
+from bddseg.config import LossConfig, ModelConfig, load_yaml
 from bddseg.data import read_image
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text, read_json
-from bddseg.labels import CLASS_NAMES_20, NUM_CLASSES_20, PALETTE
+from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, PALETTE
 from bddseg.layout import IMAGE_SUFFIXES, list_pairs
 from bddseg.masks import read_mask
+from bddseg.metrics import IMAGE_LEVEL_LABEL, MIOU_LABEL, OFFICIAL_LABEL, WITH_UNKNOWN_LABEL
 from bddseg.plots import (
     confusion_figure,
     figure_bytes,
@@ -62,11 +64,14 @@ class Run:
 
     @property
     def label(self) -> str:
-        """``NAME (ARCH/ENCODER, LOSS, weights=W)``: what tells runs apart in a comparison."""
-        loss, model = self.config.get("loss") or {}, self.config.get("model") or {}
-        net = f"{model.get('arch', 'unet')}/{model.get('encoder', 'resnet34')}"
-        weights = loss.get("class_weights", "none")
-        return f"{self.name} ({net}, {loss.get('name', '?')}, weights={weights})"
+        """``NAME (ARCH/ENCODER, LOSS, weights=W)``: what tells runs apart in a comparison.
+
+        Read from the run's config; a key it lacks (a hand-written or older file) takes the
+        default of :mod:`bddseg.config`, as training would have."""
+        model = _section(self.config, "model", ModelConfig())
+        loss = _section(self.config, "loss", LossConfig())
+        net = f"{model['arch']}/{model['encoder']}"
+        return f"{self.name} ({net}, {loss['name']}, weights={loss['class_weights']})"
 
     @property
     def eval_dir(self) -> Path:
@@ -74,6 +79,12 @@ class Run:
 
 
 # ---------------------------------------------------------------- reading a run
+def _section(cfg: dict, name: str, defaults) -> dict:
+    """The config section ``name`` over the defaults of its dataclass."""
+    given = cfg.get(name)
+    return {**dataclasses.asdict(defaults), **(given if isinstance(given, dict) else {})}
+
+
 def _read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -276,20 +287,22 @@ def _get(d: dict | None, *keys):
     return d
 
 
+# the official view first, then the others, each named by its view (metrics.py's labels)
 HEADLINE = (
-    ("official mIoU", ("official", "miou")),
-    ("pixel accuracy", ("official", "pixel_accuracy")),
-    ("fwIoU", ("official", "fwiou")),
-    ("mIoU, 19 classes (unknown as a class)", ("with_unknown", "miou_19")),
-    ("mIoU, 20 classes", ("with_unknown", "miou_20")),
+    (MIOU_LABEL, ("official", "miou")),
+    ("pixel accuracy (official)", ("official", "pixel_accuracy")),
+    ("fwIoU (official)", ("official", "fwiou")),
+    (f"mIoU (19 classes, {WITH_UNKNOWN_LABEL})", ("with_unknown", "miou_19")),
+    (f"mIoU (20 classes, {WITH_UNKNOWN_LABEL})", ("with_unknown", "miou_20")),
     ("image-level micro F1", ("image_level", "micro", "f1")),
     ("image-level macro F1", ("image_level", "macro", "f1")),
 )
-# the per-class table's columns: (view, metric, format, shaded)
+# the per-class table's columns: (view, metric, format, shaded); the template's group header
+# and its separators (at columns 1, 2 and 7) follow this order
 CLASS_COLUMNS = (
+    ("official", "iou", _pct, True),
     *(("with_unknown", k, _pct, True) for k in ("iou", "precision", "recall", "f1")),
     ("with_unknown", "pixel_share", _share, False),
-    ("official", "iou", _pct, True),
     *(("image_level", k, _pct, True) for k in ("precision", "recall", "f1")),
     ("image_level", "support", _count, False),
 )
@@ -318,20 +331,25 @@ def _average_rows(m: dict) -> list[dict]:
 
 
 def _run_summary(run: Run) -> str:
+    """One sentence on the official view: mIoU, pixel accuracy, best and weakest class."""
     m = run.metrics
     if not m:
         return f"{run.label}: no evaluation ({run.missing.get('metrics')})."
-    present = sum(v is not None for v in (_get(m, "official", "iou") or {}).values())
+    share = _get(m, "with_unknown", "pixel_share") or {}
+    if share:  # a class is in the truth when it has pixels there
+        present = sum((_num(share.get(n)) or 0) > 0 for n in CLASS_NAMES)
+    else:  # defined IoU: in the truth or predicted
+        present = sum(v is not None for v in (_get(m, "official", "iou") or {}).values())
     text = (
-        f"{run.label}: official mIoU {_pct(_get(m, 'official', 'miou'))}% over {present} classes "
-        f"present in the truth of {m.get('num_images', '?')} images, pixel accuracy "
+        f"{run.label}: {MIOU_LABEL} {_pct(_get(m, 'official', 'miou'))}% over the {present} "
+        f"classes present in the truth of {m.get('num_images', '?')} images, pixel accuracy "
         f"{_pct(_get(m, 'official', 'pixel_accuracy'))}%."
     )
-    iou = {n: v for n, v in (_get(m, "with_unknown", "iou") or {}).items() if _num(v) is not None}
+    iou = {n: v for n, v in (_get(m, "official", "iou") or {}).items() if _num(v) is not None}
     if iou:
         best, worst = max(iou, key=iou.get), min(iou, key=iou.get)
         text += f" Best class {best} ({_pct(iou[best])}%), weakest {worst} ({_pct(iou[worst])}%)"
-        never = [n for n, v in (_get(m, "with_unknown", "precision") or {}).items() if v is None]
+        never = [n for n, v in (_get(m, "official", "precision") or {}).items() if v is None]
         text += f"; never predicted: {', '.join(never)}." if never else "."
     return text
 
@@ -354,21 +372,23 @@ def _compare_row(vals: list[float | None], names: list[str]) -> dict:
 
 
 def _comparison(runs: list[Run]) -> dict:
-    """Headline numbers and per-class IoU (unknown as class 19) side by side."""
+    """Headline numbers (the official mIoU first) and the official per-class IoU (the 19
+    classes, 255 ignored) side by side."""
     names = [r.name for r in runs]
     headline = [
         {"title": t, "cells": _compare_row([_num(_get(r.metrics, *k)) for r in runs], names)}
         for t, k in HEADLINE
     ]
     classes, wins = [], dict.fromkeys(names, 0)
-    for c in CLASS_NAMES_20:
-        row = _compare_row([_num(_get(r.metrics, "with_unknown", "iou", c)) for r in runs], names)
+    for c in CLASS_NAMES:
+        row = _compare_row([_num(_get(r.metrics, "official", "iou", c)) for r in runs], names)
         classes.append({"name": c, "swatch": _swatch(c), **row})
         if row["winner"] in wins:
             wins[row["winner"]] += 1
-    ious = {r.name: _get(r.metrics, "with_unknown", "iou") for r in runs}
+    ious = {r.name: _get(r.metrics, "official", "iou") for r in runs}
     logs = {r.name: r.log for r in runs if r.log}
     return {
+        "view": OFFICIAL_LABEL,
         "runs": [{"name": r.name, "label": r.label} for r in runs],
         "headline": headline,
         "classes": classes,
@@ -392,14 +412,18 @@ def _comparison_summary(runs: list[Run], wins: dict[str, int]) -> str:
         return "Fewer than two runs have an evaluation, so there is nothing to compare."
     (top, a), (second, b) = scored[:2]
     text = (
-        f"{top.label} wins on official mIoU ({_pct(a)}% vs {_pct(b)}% for {second.name}, "
-        f"{100 * (a - b):+.1f} points)"
+        f"{top.label} wins on {MIOU_LABEL}: {_pct(a)}% vs {_pct(b)}% for {second.name} "
+        f"({100 * (a - b):+.1f} points)"
     )
     if len(runs) > 2:
         return text + "; classes won: " + ", ".join(f"{n} {k}" for n, k in wins.items()) + "."
     other = next(n for n in wins if n != top.name)
-    rest = NUM_CLASSES_20 - sum(wins.values())
-    text += f" and has the higher IoU on {wins[top.name]} of {NUM_CLASSES_20} classes; {other} wins on {wins[other]}"
+    n = len(CLASS_NAMES)
+    rest = n - sum(wins.values())
+    text += (
+        f", and has the higher official IoU on {wins[top.name]} of {n} classes; "
+        f"{other} wins on {wins[other]}"
+    )
     return text + (f", {rest} tied or undefined." if rest else ".")
 
 
@@ -464,7 +488,7 @@ def _run_context(run: Run, index: int) -> dict:
         "samples": [
             ("Train samples with their masks", _samples(_train_samples, run)),
             ("Val samples: image | truth | prediction", _samples(_val_samples, run, False)),
-            ("Worst val images by per-image mIoU", _samples(_val_samples, run, True)),
+            (f"Worst val images by per-image {MIOU_LABEL}", _samples(_val_samples, run, True)),
             ("Test predictions", _samples(_test_samples, run)),
         ],
     }
@@ -508,6 +532,11 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         comparison=_comparison(runs) if len(runs) > 1 else None,
         runs=[_run_context(r, i) for i, r in enumerate(runs)],
         legend=[{"name": n, "swatch": _swatch(n)} for n in CLASS_NAMES_20],
+        views={
+            "official": OFFICIAL_LABEL,
+            "with_unknown": WITH_UNKNOWN_LABEL,
+            "image_level": IMAGE_LEVEL_LABEL,
+        },
     )
     atomic_write_text(Path(out), html)
     return Path(out)
