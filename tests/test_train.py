@@ -523,3 +523,38 @@ def test_rare_class_sampling_draws_by_the_weights(synth_root, tmp_path):
     assert len(first) == 12 and len(set(first)) < 12  # 12 draws with replacement
     with pytest.raises(BddsegError, match="rare_class_temp"):
         override(cfg, **{"data.rare_class_temp": 0.0})
+
+
+def test_a_failed_setup_names_the_problem_first_and_leaves_no_run(
+    synth_root, tmp_path, capsys, caplog, monkeypatch
+):
+    """Issue 21: a wrong --data is named before any weight download (pretrained is the
+    default here and the hub is unreachable), an unknown encoder before Fabric's precision
+    banner, and neither leaves RUN/ behind; nor does a failure after RUN/ was made."""
+    from bddseg import train as train_module
+    from bddseg.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nowhere" in err[0] and "not found" in err[0], err
+    assert not run.exists()
+    tiny_args = ["--data", str(synth_root), "--out", str(run), "--max-steps", "1",
+                 "--workers", "0", "--accelerator", "cpu", "--batch-size", "4",
+                 "--crop", "64x96"]  # fmt: skip
+    assert main(["train", *tiny_args, "--encoder", "resnet35"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "resnet35" in err[0], err
+    assert "Automatic Mixed Precision" not in caplog.text + "".join(err)
+    assert not run.exists()
+
+    def failing_optimizer(*args, **kwargs):
+        raise BddsegError("optimizer setup failed (a test)")
+
+    monkeypatch.setattr(train_module, "build_optimizer", failing_optimizer)
+    assert main(["train", *tiny_args, "--no-pretrained"]) == 2
+    assert "optimizer setup failed" in capsys.readouterr().err
+    assert not run.exists()  # the folder this run made (config.yaml in it) is gone
+    run.mkdir()  # a folder the user made is left alone
+    assert main(["train", *tiny_args, "--no-pretrained"]) == 2
+    assert run.is_dir()
