@@ -421,19 +421,19 @@ def test_overfits_the_real_train_pairs(real_root, tmp_path):
 
 
 # ---------------------------------------------------------------- validation, EMA, sampling
-@pytest.mark.parametrize("bf16", ["0", "1"], ids=["fp32-cpu", "bf16-cpu"])
 @pytest.mark.parametrize("unknown", ["ignore", "class"], ids=["19-class", "20-class"])
 @pytest.mark.parametrize("base_size", [None, [48, 80]], ids=["full-size", "base_size"])
 def test_three_routes_score_identical_masks(
-    synth_root, tmp_path, monkeypatch, unknown, base_size, bf16
+    synth_root, tmp_path, monkeypatch, request, unknown, base_size
 ):
     """Training's validation, `bddseg evaluate --checkpoint` and `bddseg predict` + `bddseg
     evaluate --pred --gt` give one confusion matrix for one checkpoint, all with their
     defaults (issue 21): 19- and 20-class models, with and without base_size (the model sees
-    half-size images; every route scores the 96x160 masks, scores upsampled), on a CPU whose
-    native bf16 is forced on (training steps in bf16) and off. Inference defaults to fp32
-    everywhere, and validation rebuilds the model from the checkpoint dict, so the routes
-    agree by construction: no batch size or memory format is pinned here (training
+    half-size images; every route scores the 96x160 masks, scores upsampled). Training runs
+    on a CPU whose native bf16 is forced on (its steps in bf16, as on AMX / AVX-512 BF16
+    machines), evaluate and predict with it forced on and off: inference defaults to fp32
+    on every machine, and validation rebuilds the model from the checkpoint dict, so the
+    routes agree by construction. No batch size or memory format is pinned (training
     validates in batches of 4 of a channels-last model, evaluate and predict go one by one)."""
     import numpy as np
     from PIL import Image
@@ -442,16 +442,17 @@ def test_three_routes_score_identical_masks(
     from bddseg.precision import cpu_bf16_native
     from bddseg.predict import predict_inputs
 
-    monkeypatch.setenv("BDDSEG_CPU_BF16", bf16)
-    cpu_bf16_native.cache_clear()
+    def cpu_bf16(on: str) -> None:
+        monkeypatch.setenv("BDDSEG_CPU_BF16", on)
+        cpu_bf16_native.cache_clear()
+
+    request.addfinalizer(cpu_bf16_native.cache_clear)  # after monkeypatch restores the env
+    cpu_bf16("1")
     size = {"data.base_size": base_size, "data.crop": base_size} if base_size else {}
     cfg = tiny(synth_root, tmp_path / "run", **size, **{"data.unknown": unknown},
                **{"optim.max_steps": 3, "run.val_every": 3})  # fmt: skip
     assert cfg.run.precision == "auto" and cfg.run.channels_last
-    try:
-        result = train(cfg)
-    finally:
-        cpu_bf16_native.cache_clear()
+    result = train(cfg)
     best = tmp_path / "run" / "best.pt"
     assert int(result.last_confusion.sum()) == 6 * 96 * 160  # 6 val masks at full size
     assert result.last_val["precision"] == "32-true"
@@ -461,8 +462,9 @@ def test_three_routes_score_identical_masks(
     def matrix(out: Path) -> list:
         return json.loads((out / "confusion.json").read_text())["matrix"]
 
-    def routes(keep_unknown: bool) -> tuple[list, float]:
-        tag = "keep" if keep_unknown else "default"
+    def routes(keep_unknown: bool, bf16: str = "1") -> tuple[list, float]:
+        cpu_bf16(bf16)
+        tag = ("keep" if keep_unknown else "default") + bf16
         ev, pred = tmp_path / f"eval_{tag}", tmp_path / f"pred_{tag}"
         out = evaluate_checkpoint(best, synth_root, ev, keep_unknown=keep_unknown, plots=False,
                                   progress=False)  # fmt: skip
@@ -479,6 +481,7 @@ def test_three_routes_score_identical_masks(
         return matrix(ev), out["official"]["miou"]
 
     default, miou = routes(keep_unknown=False)
+    assert routes(keep_unknown=False, bf16="0") == (default, miou)  # another CPU kind
     assert result.last_confusion.tolist() == default  # training validation: the default rule
     assert result.best_miou == pytest.approx(miou, abs=1e-9)
     saved = load_checkpoint(best)
