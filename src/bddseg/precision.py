@@ -2,7 +2,10 @@
 
 ``auto`` is bf16 autocast on a CUDA GPU and on a CPU that computes bf16 natively (Intel AMX,
 AVX-512 BF16 as on AMD Zen 4), fp32 elsewhere, where oneDNN would emulate bf16 and run slower
-than fp32. Training, ``evaluate``, ``predict`` and ``bench`` all decide through
+than fp32. It is the default of training steps only: what ``auto`` means depends on the
+machine, so every reported number (training's validation, ``evaluate``) and every mask
+``predict`` writes defaults to ``32-true``, the same on every machine and what the ONNX export
+computes; ``auto`` and ``bf16-mixed`` are there when asked for. All decide through
 :func:`resolve_precision`.
 """
 
