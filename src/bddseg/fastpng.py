@@ -13,13 +13,14 @@ Only the common case takes this path: 8-bit grayscale or 8-bit palette (read as 
 not interlaced, both images the same size, of the plain layout (``IHDR``, ``PLTE`` for a
 palette, ``IDAT``..., ``IEND``: the official masks' layout) and passing the general decoder's
 own checks (:func:`bddseg.masks.png_chunks`: CRCs, one 13-byte IHDR, consecutive IDATs, no
-animation, a zlib header zlib accepts; ISA-L inflates some that zlib refuses). Everything else
-(and any stream that does not inflate to exactly one filter byte plus ``width`` samples per
-row, or a filter byte above 4) returns ``None``: the caller then decodes both files through
-:mod:`bddseg.masks`, which names the problem. So the score never depends on whether the kernel
-was built: the same counts or the same error (tests/test_png_differential.py fuzzes that). The kernel is built at install (setuptools,
-any C99 compiler); where it could not be, :func:`available` is false, both functions return
-``None`` and the masks go through the general decoder: slower, same numbers.
+animation, a zlib header zlib accepts; ISA-L inflates some that zlib refuses). Everything
+else (and any stream that does not inflate to exactly one filter byte plus ``width`` samples
+per row, or a filter byte above 4) returns ``None``: the caller then decodes both files
+through :mod:`bddseg.masks`, which names the problem. So a score never depends on whether the
+kernel was built: the same counts or the same error (tests/test_png_differential.py fuzzes
+that). The kernel is built at install (setuptools, any C99 compiler); where it could not be,
+:func:`available` is false, both functions return ``None`` and the masks go through the
+general decoder: slower, same numbers.
 """
 
 from __future__ import annotations
