@@ -10,6 +10,9 @@ bf16 with the first; then:
   99% of the val pixels;
 - training: the bf16 run's final val mIoU lies within the fp32 seed-to-seed spread (widened
   to at least MIN_SPREAD: two seeds are a small sample of that spread).
+
+Inference (Predictor, load_predictor, predict, evaluate) runs 32-true unless asked, whatever
+the CPU (issue 21): the same checkpoint gives the same masks everywhere.
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ import contextlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+import bddseg
+import bddseg.model
+from bddseg.cli import build_parser, main
 from bddseg.demo import demo_config
 from bddseg.errors import BddsegError
 from bddseg.precision import autocast, cpu_bf16_native, precision_note, resolve_precision
-from bddseg.predictor import Predictor
+from bddseg.predict import predict_inputs
+from bddseg.predictor import Predictor, load_predictor
 from bddseg.synth import make_dataset
 from bddseg.train import train
 
@@ -68,6 +76,63 @@ def test_explicit_and_gpu_precisions(cpu_bf16):
     assert autocast("16-mixed", "cpu").fast_dtype == torch.float16
     with pytest.raises(BddsegError, match="unknown precision 'fp8' \\(valid: auto, 32-true"):
         resolve_precision("fp8")
+
+
+# ---------------------------------------------------------------- inference is fp32 unless asked
+@pytest.fixture()
+def ran_at(monkeypatch) -> list[str]:
+    """The precisions (resolved) that model forwards run under, in order: every route
+    (Predictor, predict, evaluate) runs the model through bddseg.model.model_forward."""
+    seen: list[str] = []
+    real = bddseg.model.autocast
+
+    def spy(precision, device="cpu"):
+        seen.append(resolve_precision(precision, device))
+        return real(precision, device)
+
+    monkeypatch.setattr(bddseg.model, "autocast", spy)
+    return seen
+
+
+def test_inference_flags_default_to_fp32_and_training_to_auto():
+    parser = build_parser()
+    assert parser.parse_args(["predict", "x.jpg", "--out", "o"]).precision == "32-true"
+    assert parser.parse_args(["evaluate", "--out", "o"]).precision == "32-true"
+    assert parser.parse_args(["train"]).precision is None  # the config's run.precision: auto
+    from bddseg.config import Config
+
+    assert Config().run.precision == "auto"
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("native", ["1", "0"], ids=["cpu-bf16", "no-cpu-bf16"])
+def test_inference_runs_fp32_by_default_on_every_cpu(native, cpu_bf16, ran_at, ckpt, tmp_path):
+    """The same checkpoint gives the same masks on every machine (and the ONNX export's):
+    whether or not the CPU computes bf16, every inference route runs fp32 unless asked."""
+    cpu_bf16(native)
+    image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    fp32 = Predictor.from_checkpoint(ckpt, precision="32-true").logits(image)
+    ran_at.clear()
+    for p in (Predictor.from_checkpoint(ckpt), load_predictor(ckpt), bddseg.load_predictor(ckpt)):
+        torch.testing.assert_close(p.logits(image), fp32, rtol=0, atol=0)
+    predict_inputs([str(tmp_path / "a.png")], tmp_path / "lib", checkpoint=ckpt,
+                   formats=["mask"], workers=0, progress=False)  # fmt: skip
+    argv = ["predict", tmp_path / "a.png", "--checkpoint", ckpt, "--out", tmp_path / "cli"]
+    assert main([str(a) for a in [*argv, "--format", "mask", "--workers", "0"]]) == 0
+    assert ran_at == ["32-true"] * 5
+    ran_at.clear()  # bf16 stays available where asked; auto still follows the CPU
+    load_predictor(ckpt, precision="bf16-mixed").logits(image)
+    load_predictor(ckpt, precision="auto").logits(image)
+    assert ran_at == ["bf16-mixed", "bf16-mixed" if native == "1" else "32-true"]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_evaluate_checkpoint_cli_runs_fp32_by_default(cpu_bf16, ran_at, ckpt, synth_root, tmp_path):
+    cpu_bf16("1")
+    argv = ["evaluate", "--checkpoint", ckpt, "--data", synth_root, "--out", tmp_path / "ev"]
+    assert main([str(a) for a in [*argv, "--workers", "0", "--no-plots"]]) == 0
+    assert ran_at and set(ran_at) == {"32-true"}
 
 
 # ---------------------------------------------------------------- the demo recipe in bf16

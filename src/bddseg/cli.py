@@ -14,12 +14,18 @@ import sys
 import traceback
 from pathlib import Path
 
-from bddseg.config import TTA_MODES, choices
+from bddseg.config import INFERENCE_PRECISION, TTA_MODES, choices
 from bddseg.errors import BddsegError
 
 EXIT_BAD_INPUT = 2
 PRECISION_HELP = (
-    "auto (default): bf16-mixed on a GPU and on a CPU with AMX or AVX-512 BF16, else 32-true"
+    "auto (default: the config's run.precision): bf16-mixed on a GPU and on a CPU with AMX or "
+    "AVX-512 BF16, else 32-true"
+)
+INFERENCE_PRECISION_HELP = (
+    "32-true (fp32) gives the same masks on every machine and matches the ONNX export; "
+    "bf16-mixed, or auto (bf16 on a GPU and on a CPU with AMX or AVX-512 BF16), is faster "
+    "where the hardware computes bf16 natively but may change a few pixels"
 )
 
 
@@ -273,12 +279,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from bddseg.export import export_onnx
+    from bddseg.export import export_onnx, parity_line
 
-    path = export_onnx(
-        Path(args.checkpoint), Path(args.out), opset=args.opset, dynamic=args.dynamic
-    )
-    print(f"wrote {path}")
+    done = export_onnx(
+        Path(args.checkpoint), Path(args.out), opset=args.opset, dynamic=args.dynamic,
+        size=args.size, check=not args.no_check,
+    )  # fmt: skip
+    shape = "x".join(map(str, done.input_shape)) if done.input_shape else "N x 3 x H x W"
+    print(f"wrote {done.path} (input {shape})")
+    if done.parity is not None:
+        print(f"parity with the checkpoint (fp32): {parity_line(done.parity)}")
     return 0
 
 
@@ -442,7 +452,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tta", choices=list(TTA_MODES), default="none")
     e.add_argument("--device", default="cpu")
     e.add_argument(
-        "--precision", choices=choices("run.precision"), default="auto", help=PRECISION_HELP
+        "--precision",
+        choices=choices("run.precision"),
+        default=INFERENCE_PRECISION,
+        help=INFERENCE_PRECISION_HELP,
     )
     e.add_argument(
         "--keep-unknown",
@@ -467,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=1)
     pr.add_argument("--device", default="cpu")
     pr.add_argument(
-        "--precision", choices=choices("run.precision"), default="auto", help=PRECISION_HELP
+        "--precision",
+        choices=choices("run.precision"),
+        default=INFERENCE_PRECISION,
+        help=INFERENCE_PRECISION_HELP,
     )
     pr.add_argument(
         "--keep-unknown", action="store_true", help="write 255 where the model says unknown"
@@ -479,11 +495,28 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--window", type=_hw, help="predict in overlapping HxW tiles")
     pr.set_defaults(func=_cmd_predict)
 
-    ex = sub.add_parser("export", help="export a checkpoint to ONNX")
-    ex.add_argument("--checkpoint", required=True)
-    ex.add_argument("--out", required=True)
-    ex.add_argument("--opset", type=int, default=18)
-    ex.add_argument("--dynamic", action="store_true", help="dynamic batch, height and width")
+    ex = sub.add_parser(
+        "export",
+        help="export a checkpoint to ONNX, checked against PyTorch",
+        description="Export a checkpoint to ONNX. By default the input is fixed at the size the "
+        "model was trained at (data.base_size, else its val images' size), and the file is "
+        "written only if onnxruntime predicts what PyTorch predicts on one frame (printed).",
+    )
+    ex.add_argument("--checkpoint", required=True, help="a bddseg .pt checkpoint")
+    ex.add_argument("--out", required=True, help="the .onnx file to write")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
+    ex.add_argument(
+        "--dynamic", action="store_true",
+        help="dynamic batch, height and width (default: fixed at the trained size)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--size", type=_hw, default=None, metavar="HxW",
+        help="a fixed input of this frame size instead of the trained size (default: none)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--no-check", action="store_true",
+        help="write the file even if the parity check fails (default: refuse, exit 2)",
+    )  # fmt: skip
     ex.set_defaults(func=_cmd_export)
 
     r = sub.add_parser("report", help="one self-contained HTML report for one or more runs")

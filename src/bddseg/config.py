@@ -39,6 +39,11 @@ ARCH_NAMES: tuple[str, ...] = typing.get_args(Arch)
 # (bddseg.precision.resolve_precision)
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
 PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
+# Inference (predict, evaluate, Predictor) runs fp32 unless asked: the same checkpoint then
+# gives the same masks on every machine and matches the fp32 ONNX export. bf16 (``auto`` on a
+# CPU with AMX or AVX-512 BF16) is faster but changed ~1% of the pixels of a real model's masks.
+# Training keeps run.precision = auto: bf16 changes its result no more than a seed does.
+INFERENCE_PRECISION: Precision = "32-true"
 # test-time augmentation of evaluate and predict: name -> (scales, with horizontal flips)
 TTA_MODES: dict[str, tuple[tuple[float, ...], bool]] = {
     "none": ((1.0,), False),

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from bddseg.colors import colorize, overlay
+from bddseg.config import INFERENCE_PRECISION
 from bddseg.data import read_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.files import atomic_path
@@ -252,7 +253,7 @@ def predict_inputs(
     tta: str = "none",
     batch_size: int = 1,
     device: str = "cpu",
-    precision: str = "auto",
+    precision: str = INFERENCE_PRECISION,
     keep_unknown: bool = False,
     video_fps: float = 1.0,
     workers: int = 2,
@@ -266,6 +267,8 @@ def predict_inputs(
     official submissions (0..18; 255 only with ``keep_unknown``, which the official
     evaluator counts as a miss). DataLoader workers decode ahead; same-size images are
     batched; ``window`` (h, w) predicts in overlapping tiles (see :class:`bddseg.predictor.Predictor`).
+    A checkpoint runs at ``precision``, fp32 unless asked (see
+    :meth:`bddseg.predictor.Predictor.from_checkpoint`); an ONNX file runs as exported.
     An input that cannot be read is reported on stderr (one line) and skipped.
     Stem clashes are resolved by :func:`unique_names`.
 

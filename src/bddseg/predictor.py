@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms.v2 import InterpolationMode
 
-from bddseg.config import TTA_MODES, Config
+from bddseg.config import INFERENCE_PRECISION, TTA_MODES, Config
 from bddseg.data import normalize_image, read_image
 from bddseg.errors import BddsegError
 from bddseg.labels import IGNORE_VALUE, NUM_CLASSES
@@ -200,12 +200,14 @@ class Predictor:
         path: str | Path,
         device: str | torch.device = "cpu",
         *,
-        precision: str = "auto",
+        precision: str = INFERENCE_PRECISION,
         **options: Any,
     ) -> Predictor:
-        """A PyTorch predictor at ``precision`` (``auto``: bf16 autocast on a GPU or a CPU with
-        native bf16, see :func:`bddseg.precision.resolve_precision`; ``32-true``). Images are
-        taken at the scale the model was trained at (``input_size``: the config's
+        """A PyTorch predictor at ``precision``: ``32-true`` (default: the same masks on every
+        machine, those of the ONNX export), or, where asked, ``bf16-mixed`` or ``auto`` (bf16
+        autocast on a GPU or a CPU with native bf16, see
+        :func:`bddseg.precision.resolve_precision`: faster, but a few pixels may change).
+        Images are taken at the scale the model was trained at (``input_size``: the config's
         ``data.base_size`` unless given)."""
         from bddseg.model import model_forward, model_from_checkpoint, model_num_classes
 
@@ -343,7 +345,8 @@ def load_predictor(path: str | Path, device: str = "cpu", **options: Any) -> Pre
     """A :class:`Predictor` for a checkpoint (``.pt``: PyTorch) or ``.onnx`` (onnxruntime).
 
     ``options`` go to :class:`Predictor` (``tta``, ``window``, ``overlap``, ``keep_unknown``);
-    ``precision`` (default ``auto``) to the PyTorch one (an ONNX model runs as exported).
+    ``precision`` (default ``32-true``; see :meth:`Predictor.from_checkpoint`) to the PyTorch
+    one (an ONNX model runs as exported).
     """
     p = Path(path)
     if p.suffix.lower() == ".onnx":
