@@ -42,6 +42,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from bddseg.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from bddseg.config import Config, RunConfig, save_yaml, to_dict
 from bddseg.data import build_dataset, normalize_image
 from bddseg.errors import BddsegError, first_line, warn
@@ -49,15 +50,7 @@ from bddseg.evaluate import INFERENCE_PRECISION, eval_dataset, score_split
 from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
 from bddseg.losses import build_loss
 from bddseg.metrics import official_metrics
-from bddseg.model import (
-    NEEDS_TWO_PER_BATCH,
-    build_model,
-    check_input_size,
-    load_checkpoint,
-    load_weights,
-    make_checkpoint,
-    save_checkpoint,
-)
+from bddseg.model import NEEDS_TWO_PER_BATCH, build_model, check_input_size, load_weights
 from bddseg.optim import build_optimizer
 from bddseg.precision import precision_note, resolve_precision
 from bddseg.predictor import Predictor
@@ -564,7 +557,7 @@ def load_class_weights(cfg: Config, fabric) -> torch.Tensor | None:
     w = class_weights(stats, cfg.loss.class_weights, cfg.data.unknown)
     if cfg.loss.class_weight_power != 1.0:
         w = w**cfg.loss.class_weight_power
-        w = w / w.mean()  # scale-free in the loss (a weighted mean); mean 1 for reading
+        w = w / w[w > 0].mean()  # mean 1 over the classes present (absent ones weigh 0)
     if fabric.global_rank == 0:
         pairs = ", ".join(f"{n} {v:.2f}" for n, v in zip(CLASS_NAMES_20, w.tolist(), strict=False))
         power = f" ** {cfg.loss.class_weight_power:g}" if cfg.loss.class_weight_power != 1.0 else ""
@@ -616,7 +609,8 @@ def check_finite(run: Run, state: State, loss: torch.Tensor) -> float:
 
 
 def checkpoint(run: Run, state: State, training: bool) -> dict:
-    """The checkpoint dict (see :mod:`bddseg.model`); ``training`` adds what resuming needs."""
+    """The checkpoint dict (see :mod:`bddseg.checkpoints`); ``training`` adds what resuming
+    needs."""
     ckpt = make_checkpoint(
         run.raw if training else eval_model(run),
         run.cfg,
