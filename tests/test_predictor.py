@@ -149,3 +149,21 @@ def test_predict_follows_the_scale_the_model_was_trained_at(synth_root, tmp_path
     onnx_p = load_predictor(export_onnx(best, tmp_path / "m.onnx"))
     assert onnx_p.input_size == (48, 80)
     assert onnx_p.predict(pair.image).shape == (96, 160)
+
+
+def test_predict_takes_one_image_and_points_to_predict_batch(predictor, tmp_path):
+    """predict([a, b]) used to return a's mask alone; several images are predict_batch's."""
+    a, b = _image(40, 60, seed=2), _image(40, 60, seed=3)
+    paths = [_save(tmp_path / "a.png", a), _save(tmp_path / "b.png", b)]
+    stacked = np.stack([a, b])
+    several = [paths, tuple(paths), [a, b], stacked, torch.from_numpy(stacked).permute(0, 3, 1, 2)]
+    for images in several:
+        with pytest.raises(TypeError, match=r"takes one image.*use predict_batch\(images\)"):
+            predictor.predict(images)
+    one_each = [predictor.predict(a), predictor.predict(b)]
+    assert not np.array_equal(*one_each)  # so that a list answered with a's mask would show
+    for images in (paths, stacked, torch.from_numpy(stacked).permute(0, 3, 1, 2)):
+        masks = predictor.predict_batch(images)
+        assert len(masks) == 2
+        for mask, expected in zip(masks, one_each, strict=True):
+            np.testing.assert_array_equal(mask, expected)

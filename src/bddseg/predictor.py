@@ -5,6 +5,7 @@ Three lines::
     import bddseg
     p = bddseg.load_predictor("runs/bdd100k_unet_r34/best.pt")  # or "model.onnx"
     mask = p.predict("frame.jpg")  # np.uint8 (H, W), train ids 0..18
+    masks = p.predict_batch(["a.jpg", "b.jpg"])  # one mask per image (predict takes one)
 
 Both runtimes share the same pre-processing (:func:`preprocess`, ImageNet mean/std on [0, 1]
 RGB), padding to the model's input multiple (32 for the U-Net) and cropping back,
@@ -321,12 +322,23 @@ class Predictor:
 
         Values are train ids 0..18, or 255 where the model says ``unknown`` when
         ``keep_unknown`` is set (the official evaluator counts 255 as a miss).
+
+        Raises:
+            TypeError: for several images (a list, a tuple, a 4-D array or tensor): use
+                :meth:`predict_batch`, which returns one mask per image.
         """
+        if isinstance(image, list | tuple) or getattr(image, "ndim", None) == 4:
+            what = type(image).__name__ if isinstance(image, list | tuple) else "4-D batch"
+            raise TypeError(
+                f"Predictor.predict takes one image, got a {what}: use "
+                "predict_batch(images) for several (it returns one mask per image)"
+            )
         return self.class_map(image)[0].cpu().numpy()
 
     def predict_batch(self, images: Sequence[ImageLike], batch_size: int = 8) -> list[np.ndarray]:
-        """Many images (sizes may differ) -> their masks, in order; same-size images share
-        batches of at most ``batch_size``."""
+        """Many images (a list of what :meth:`predict` takes, sizes may differ; or a uint8
+        ``(N, H, W, 3)`` array or ``(N, 3, H, W)`` tensor) -> their uint8 ``(H, W)`` masks, in
+        order; same-size images share batches of at most ``batch_size``."""
         chw = [_as_chw(a) for a in images]
         out: list[np.ndarray | None] = [None] * len(chw)
         by_size: dict[tuple[int, int], list[int]] = {}
