@@ -117,6 +117,44 @@ def test_cli_predict(ckpt, tmp_path, capsys):
     assert "wrote 1 prediction(s)" in capsys.readouterr().out
 
 
+def test_cli_predict_keeps_going_then_exits_2_naming_the_bad_input(ckpt, tmp_path, capsys):
+    """Two good photos and a JPEG cut short: both masks written, the bad one named in a
+    warning and in the last line, exit 2 (a script must see that an input failed)."""
+    from bddseg.cli import EXIT_BAD_INPUT, main
+
+    folder = tmp_path / "in"
+    good = [_save(folder / "a.jpg", _image(40, 60, 1)), _save(folder / "c.jpg", _image(40, 60, 2))]
+    bad = _save(folder / "b.jpg", _image(40, 60, 3))
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    out = tmp_path / "out"
+    argv = ["predict", str(folder), "--checkpoint", str(ckpt), "--out", str(out)]
+    assert main([*argv, "--format", "mask", "--workers", "0"]) == EXIT_BAD_INPUT
+    predictor = load_predictor(ckpt)
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a.png", "c.png"]
+    for image in good:
+        mask = np.asarray(Image.open(out / "masks" / f"{image.stem}.png"))
+        np.testing.assert_array_equal(mask, predictor.predict(image))
+    captured = capsys.readouterr()
+    assert "wrote 2 prediction(s)" in captured.out and "skipped 1" in captured.out
+    lines = captured.err.splitlines()
+    why = "cannot decode image: the file is truncated or corrupt"
+    assert f"warning: {bad}: {why}; skipped" in lines
+    assert lines[-1] == f"error: predict: 1 of 3 inputs failed: {bad} ({why})"
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
+
+
+def test_cli_predict_names_every_failed_input_up_to_ten(ckpt, tmp_path, capsys):
+    from bddseg.cli import EXIT_BAD_INPUT, main
+
+    missing = [str(tmp_path / f"nope{i:02d}.jpg") for i in range(12)]
+    argv = ["predict", *missing, "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]
+    assert main(argv) == EXIT_BAD_INPUT
+    last = capsys.readouterr().err.splitlines()[-1]
+    named = "; ".join(f"{m} (no such file or folder)" for m in missing[:10])
+    more = "and 2 more (see the warnings above)"
+    assert last == f"error: predict: 12 of 12 inputs failed: {named}; {more}"
+
+
 def test_bad_arguments(ckpt, tmp_path):
     with pytest.raises(BddsegError, match="format"):
         predict_inputs([str(tmp_path)], tmp_path / "o", checkpoint=ckpt, formats=["svg"])

@@ -18,6 +18,7 @@ from bddseg.config import INFERENCE_PRECISION, TTA_MODES, choices
 from bddseg.errors import BddsegError
 
 EXIT_BAD_INPUT = 2
+NAMED_FAILURES = 10  # inputs a failed predict names in its last line (the warnings name all)
 PRECISION_HELP = (
     "auto (default: the config's run.precision): bf16-mixed on a GPU and on a CPU with AMX or "
     "AVX-512 BF16, else 32-true"
@@ -270,12 +271,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         window=args.window,
     )
     print(f"wrote {summary['written']} prediction(s) to {args.out}; skipped {summary['skipped']}")
-    if summary["skipped"] and not summary["written"]:
-        n = summary["skipped"]
-        raise BddsegError(
-            f"nothing predicted: {n} input(s) could not be read (see the warnings above)"
-        )
+    if summary["skipped"]:
+        raise BddsegError(_failed_inputs(summary))
     return 0
+
+
+def _failed_inputs(summary: dict) -> str:
+    """``predict: 1 of 3 inputs failed: PATH (PROBLEM)``, the first :data:`NAMED_FAILURES`
+    named: keep going, then say what failed, so that a script sees exit 2 while every good
+    input is written."""
+    problems = summary["problems"]
+    named = [f"{path} ({why})" for path, why in list(problems.items())[:NAMED_FAILURES]]
+    if len(problems) > len(named):
+        named.append(f"and {len(problems) - len(named)} more (see the warnings above)")
+    return f"predict: {len(problems)} of {summary['inputs']} inputs failed: " + "; ".join(named)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -269,12 +269,15 @@ def predict_inputs(
     batched; ``window`` (h, w) predicts in overlapping tiles (see :class:`bddseg.predictor.Predictor`).
     A checkpoint runs at ``precision``, fp32 unless asked (see
     :meth:`bddseg.predictor.Predictor.from_checkpoint`); an ONNX file runs as exported.
-    An input that cannot be read is reported on stderr (one line) and skipped.
-    Stem clashes are resolved by :func:`unique_names`.
+    An input that cannot be read is reported on stderr (one line) and skipped; the others
+    are still written (``bddseg predict`` then exits 2). Stem clashes are resolved by
+    :func:`unique_names`.
 
     Returns:
-        ``{"written": n, "skipped": n, "skipped_files": [...], "problems": {path: reason},
-        "seconds": s}``.
+        ``{"inputs": n, "written": n, "skipped": n, "skipped_files": [...],
+        "problems": {path: reason}, "seconds": s}``: ``inputs`` counts the files found and the
+        inputs that gave none (a missing file, an empty folder); ``written`` the images and
+        video frames predicted; ``skipped`` the inputs that failed.
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -283,7 +286,8 @@ def predict_inputs(
         raise BddsegError("batch_size must be >= 1, video_fps > 0 and workers >= 0")
     if (checkpoint is None) == (onnx is None):
         raise BddsegError("give exactly one of checkpoint or onnx")
-    items, problems = expand_inputs(inputs)
+    items, empty = expand_inputs(inputs)
+    problems = dict(empty)
     if not items and not problems:
         raise BddsegError("no inputs given")
     videos = [p for p, _ in items if p.suffix.lower() in VIDEO_SUFFIXES]
@@ -336,6 +340,7 @@ def predict_inputs(
         for f in futures:
             f.result()
     return {
+        "inputs": len(items) + len(empty),
         "written": written,
         "skipped": len(problems),
         "skipped_files": list(problems),
