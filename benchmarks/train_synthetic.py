@@ -51,8 +51,8 @@ def read_curve(run_dir: Path) -> list[tuple[float, int, float, float]]:
 
 def from_run_dir(run_dir: Path) -> dict:
     """A finished run (e.g. from ``bddseg demo``), recorded without retraining."""
+    from bddseg.checkpoints import load_checkpoint
     from bddseg.config import load_config
-    from bddseg.model import load_checkpoint
 
     cfg = load_config(run_dir / "config.yaml")
     curve = read_curve(run_dir)

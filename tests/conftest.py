@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -31,18 +32,17 @@ def _random_checkpoint(path: Path, unknown_bias: float | None = None) -> Path:
     ``unknown_bias``, class 19 (unknown) wins everywhere."""
     import torch
 
-    from bddseg.config import Config, ModelConfig, to_dict
-    from bddseg.model import build_model, save_checkpoint
+    from bddseg.checkpoints import make_checkpoint, save_checkpoint
+    from bddseg.config import Config
+    from bddseg.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(ModelConfig(pretrained=False), 20)
+    cfg = Config()
+    model = build_model(dataclasses.replace(cfg.model, pretrained=False), cfg.num_classes)
     if unknown_bias is not None:
         with torch.no_grad():
             model.segmentation_head[0].bias[19] = unknown_bias
-    ckpt = {"format": "bddseg", "version": 1, "model": model.state_dict(),
-            "config": to_dict(Config()), "num_classes": 20, "step": 0, "epoch": 0,
-            "best_metric": None}  # fmt: skip
-    save_checkpoint(path, ckpt)
+    save_checkpoint(path, make_checkpoint(model, cfg))
     return path
 
 

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -264,12 +264,10 @@ def trim_dataset(root: Path) -> None:
     shutil.rmtree(images_dir(root, "test"))
 
 
-def _save_checkpoint(path: Path, model: torch.nn.Module, cfg: dict, **extra) -> Path:
-    from bddseg.model import save_checkpoint
+def _save_checkpoint(path: Path, model: torch.nn.Module, cfg: Config, **extra) -> Path:
+    from bddseg.checkpoints import make_checkpoint, save_checkpoint
 
-    save_checkpoint(path, {"format": "bddseg", "version": 1, "model": model.state_dict(),
-                           "config": cfg, "num_classes": 20, "step": 0, "epoch": 0,
-                           "best_metric": None, **extra})  # fmt: skip
+    save_checkpoint(path, make_checkpoint(model, cfg, **extra))
     return path
 
 
@@ -283,13 +281,12 @@ def make_shared(base: Path, synth: Path) -> dict:
     model = build_model(cfg.model, 20)
     d = base / "ckpts"
     d.mkdir(exist_ok=True)
-    good = _save_checkpoint(d / "good.pt", model, to_dict(cfg))
-    arch = to_dict(cfg)
-    arch["model"]["arch"] = "fpn"  # U-Net weights, FPN config
+    good = _save_checkpoint(d / "good.pt", model, cfg)
+    arch = replace(cfg, model=replace(cfg.model, arch="fpn"))
     ckpts = {
         "good": good,
-        "arch": _save_checkpoint(d / "arch.pt", model, arch),
-        "classes": _save_checkpoint(d / "classes.pt", model, to_dict(cfg), num_classes=19),
+        "arch": _save_checkpoint(d / "arch.pt", model, arch),  # U-Net weights, FPN config
+        "classes": _save_checkpoint(d / "classes.pt", model, cfg, num_classes=19),
     }
     torch.save(model.state_dict(), d / "plain.pt")
     data = good.read_bytes()

@@ -37,8 +37,8 @@ import pytest
 import torch
 from PIL import Image
 
+from bddseg.checkpoints import load_checkpoint
 from bddseg.cli import main
-from bddseg.model import load_checkpoint
 
 ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 EIO = OSError(errno.EIO, os.strerror(errno.EIO))
@@ -144,15 +144,14 @@ def inputs(tmp_path_factory, synth_root) -> dict:
 
 def make_inputs(base: Path, synth_root: Path) -> dict:
     """A small checkpoint, two input images, a ground-truth folder, a run directory."""
-    from bddseg.config import Config, ModelConfig, to_dict
-    from bddseg.model import build_model, save_checkpoint
+    from bddseg.checkpoints import make_checkpoint, save_checkpoint
+    from bddseg.config import Config, ModelConfig
+    from bddseg.model import build_model
 
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(encoder="resnet18", pretrained=False))
     ckpt = base / "model.pt"
-    save_checkpoint(ckpt, {"format": "bddseg", "version": 1,
-                           "model": build_model(cfg.model, 20).state_dict(),
-                           "config": to_dict(cfg), "num_classes": 20})  # fmt: skip
+    save_checkpoint(ckpt, make_checkpoint(build_model(cfg.model, cfg.num_classes), cfg))
     images = base / "images"
     images.mkdir()
     for p in sorted((synth_root / "images" / "10k" / "test").glob("*.jpg"))[:2]:

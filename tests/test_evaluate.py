@@ -378,8 +378,9 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path]:
     """A 3-image val split in the flat official layout and a random 20-class checkpoint."""
     import torch
 
+    from bddseg.checkpoints import make_checkpoint, save_checkpoint
     from bddseg.config import Config, ModelConfig
-    from bddseg.model import build_model, make_checkpoint, save_checkpoint
+    from bddseg.model import build_model
 
     root = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)

@@ -29,8 +29,8 @@ def mode(path) -> int:
 
 def test_files_honour_the_umask(tmp_path, umask):
     """A checkpoint, a mask, metrics.json and the report get what `open(..., "w")` gives."""
+    from bddseg.checkpoints import save_checkpoint
     from bddseg.evaluate import _save_mask
-    from bddseg.model import save_checkpoint
 
     for mask, expected in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
         umask(mask)

@@ -1,10 +1,11 @@
 """Nothing in a checkpoint or a config file can run code.
 
-Checkpoints load with ``torch.load(..., weights_only=True)`` (:func:`bddseg.model._torch_load`),
-YAML with ``yaml.safe_load`` (:func:`bddseg.config.load_yaml`). Each payload below creates a
-marker file when unpickled or constructed; a control proves it does so under the unsafe
-loaders, then every command that reads such a file must refuse it with one ``error:`` line
-and exit 2 while the marker stays absent. (The download's extraction refusing entries outside
+Checkpoints load with ``torch.load(..., weights_only=True)``
+(:func:`bddseg.checkpoints.safe_torch_load`), YAML with ``yaml.safe_load``
+(:func:`bddseg.config.load_yaml`). Each payload below creates a marker file when unpickled or
+constructed; a control proves it does so under the unsafe loaders, then every command that
+reads such a file must refuse it with one ``error:`` line and exit 2 while the marker stays
+absent. (The download's extraction refusing entries outside
 the root and links is tested in tests/test_download.py.)
 """
 
@@ -21,10 +22,10 @@ import pytest
 import torch
 import yaml
 
+from bddseg.checkpoints import load_checkpoint
 from bddseg.cli import main
 from bddseg.config import load_yaml
 from bddseg.errors import BddsegError
-from bddseg.model import load_checkpoint
 
 
 class SystemCall:

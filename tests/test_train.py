@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from bddseg.checkpoints import load_checkpoint
 from bddseg.config import Config, from_dict, load_config, load_yaml, override
 from bddseg.errors import BddsegError
-from bddseg.model import load_checkpoint, model_from_checkpoint
+from bddseg.model import model_from_checkpoint
 from bddseg.sampling import EpochSampler, SeededSamples, mix
 from bddseg.schedule import lr_at
 from bddseg.train import train

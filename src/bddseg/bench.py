@@ -161,10 +161,11 @@ def run_inference_bench(
     ``threads`` sets torch's and onnxruntime's intra-op threads for the run (on a shared,
     oversubscribed CPU one thread can beat two: waiting OpenMP threads spin).
     """
+    from bddseg.checkpoints import save_checkpoint
     from bddseg.config import ModelConfig
     from bddseg.export import export_onnx
     from bddseg.files import atomic_write_text
-    from bddseg.model import build_model, model_from_checkpoint, save_checkpoint
+    from bddseg.model import build_model, model_from_checkpoint
     from bddseg.precision import precision_note
 
     dev = torch.device(device)
@@ -219,8 +220,8 @@ def run_inference_bench(
 
 
 def _random_checkpoint(model: torch.nn.Module) -> dict[str, Any]:
+    from bddseg.checkpoints import make_checkpoint
     from bddseg.config import Config
-    from bddseg.model import make_checkpoint
 
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     return make_checkpoint(state, Config())  # the default config: 20 classes, as built above

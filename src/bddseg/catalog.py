@@ -227,8 +227,8 @@ def _latency(model: nn.Module, size: tuple[int, int], runs: int) -> dict[str, An
 def _checkpoint(model: nn.Module, arch: str, encoder: str, num_classes: int, path: Path) -> Path:
     import dataclasses
 
+    from bddseg.checkpoints import make_checkpoint, save_checkpoint
     from bddseg.config import from_dict
-    from bddseg.model import make_checkpoint, save_checkpoint
 
     # the row's own model config (recipe options included), so export rebuilds this network
     cfg = from_dict({"data": {"unknown": "class" if num_classes == 20 else "ignore"}})

@@ -20,12 +20,13 @@ from typing import Any
 import onnx
 import torch
 
+from bddseg.checkpoints import load_checkpoint
 from bddseg.data import IMAGENET_MEAN, IMAGENET_STD, read_image
 from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
 from bddseg.labels import class_names
 from bddseg.layout import list_pairs
-from bddseg.model import input_multiple, load_checkpoint, model_from_checkpoint, model_num_classes
+from bddseg.model import input_multiple, model_from_checkpoint, model_num_classes
 
 # A parity check fails past these: onnxruntime and PyTorch fp32 differ by about 1e-5 in the
 # logits; an export that predicts other masks (a wrong input size, a broken op) is refused

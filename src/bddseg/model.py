@@ -1,21 +1,10 @@
 """The model (any smp architecture; default U-Net/ResNet34), padding to its input multiple,
-checkpoints.
-
-A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)``::
-
-    {"format": "bddseg", "version": 1,
-     "model": state_dict, "config": to_dict(cfg), "num_classes": 19 | 20,
-     "step": int, "epoch": int, "best_metric": float | None,
-     "val_metrics": {"val_loss", "miou", "pixel_accuracy", "precision"} | None,
-     "image_size": [H, W] | None,  # of the val images (the fixed ONNX export's default)
-     # only in training checkpoints (last.pt):
-     "optimizer": ..., "scheduler": ..., "rng": ...}
+and rebuilding a model from a checkpoint (the format, saving and loading:
+:mod:`bddseg.checkpoints`).
 """
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bddseg.config import Config, ModelConfig, from_dict, to_dict
+from bddseg.checkpoints import load_checkpoint, safe_torch_load
+from bddseg.config import Config, ModelConfig, from_dict
 from bddseg.errors import BddsegError, first_line
-from bddseg.files import atomic_path
 from bddseg.precision import autocast
-
-CHECKPOINT_FORMAT = "bddseg"
-CHECKPOINT_VERSION = 1
 
 
 def _smp():
@@ -336,7 +322,7 @@ def _read_state_dict(p: Path) -> dict:
             return load_file(p)
         except (SafetensorError, OSError, ValueError) as e:
             raise BddsegError(f"not a readable safetensors file ({first_line(e)})", p) from None
-    state = _torch_load(p, what="encoder weights")
+    state = safe_torch_load(p, what="encoder weights")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
@@ -447,87 +433,14 @@ def model_forward(
     return forward
 
 
-def make_checkpoint(
-    model: nn.Module | dict,
-    cfg: Config,
-    *,
-    step: int = 0,
-    epoch: int = 0,
-    best_metric: float | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A checkpoint dict in the format above: ``model`` (a module or its state dict), the
-    frozen ``cfg``, the class count it implies; ``extra`` adds entries (``val_metrics``, and
-    for training checkpoints ``optimizer``, ``scheduler``, ...)."""
-    state = model.state_dict() if isinstance(model, nn.Module) else model
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model": state,
-        "config": to_dict(cfg),
-        "num_classes": cfg.num_classes,
-        "step": step,
-        "epoch": epoch,
-        "best_metric": best_metric,
-        **extra,
-    }
-
-
-def save_checkpoint(path: str | Path, ckpt: dict[str, Any]) -> None:
-    """Write ``ckpt`` atomically (temp file + fsync + rename)."""
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-
-
-def _torch_load(path: Path, what: str = "checkpoint") -> Any:
-    if not path.is_file():
-        raise BddsegError(f"{what} file not found", path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        # torch's first line is a migration notice; the line naming the global says what it is
-        named = [line for line in lines if "GLOBAL" in line or "global" in line]
-        first = (named or lines or ["unsafe content"])[0]
-        raise BddsegError(
-            f"refused to load {what}: it holds objects other than tensors and plain data "
-            f"({first[:160]}); only load files you trust",
-            path,
-        ) from None
-    except (PermissionError, IsADirectoryError) as e:
-        raise BddsegError(f"cannot read {what} ({e.strerror})", path) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise BddsegError(
-            f"not a readable {what} (truncated or corrupt: {e.__class__.__name__})", path
-        ) from None
-    # garbage bytes reach torch's legacy unpickler, which raises KeyError, IndexError, ...
-    except Exception as e:
-        raise BddsegError(
-            f"not a readable {what} (not a PyTorch file: {e.__class__.__name__})", path
-        ) from None
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load and validate a bddseg checkpoint with ``weights_only=True`` (no code runs)."""
-    p = Path(path)
-    ckpt = _torch_load(p)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "model" not in ckpt:
-        raise BddsegError("not a bddseg checkpoint (no 'format: bddseg' and 'model' entries)", p)
-    if not isinstance(ckpt["model"], dict) or not isinstance(ckpt.get("config", {}), dict | None):
-        raise BddsegError("damaged bddseg checkpoint: 'model' or 'config' is not a mapping", p)
-    classes = ckpt.get("num_classes")
-    if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)):
-        raise BddsegError(f"damaged bddseg checkpoint: num_classes is {classes!r}", p)
-    return ckpt
-
-
 def model_from_checkpoint(
     checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, Config]:
     """Rebuild the model stored in a checkpoint (a file, or a dict from
-    :func:`make_checkpoint`), in eval mode and the default memory format, without fetching
-    weights. Training's validation rebuilds the model it scores from the checkpoint dict it
-    is about to save, so it scores exactly what ``bddseg evaluate --checkpoint`` scores."""
+    :func:`bddseg.checkpoints.make_checkpoint`), in eval mode and the default memory format,
+    without fetching weights. Training's validation rebuilds the model it scores from the
+    checkpoint dict it is about to save, so it scores exactly what ``bddseg evaluate
+    --checkpoint`` scores."""
     if isinstance(checkpoint, dict):
         ckpt, p = checkpoint, Path("<checkpoint in memory>")
     else:
@@ -576,13 +489,10 @@ __all__ = [
     "check_input_size",
     "forward_padded",
     "input_multiple",
-    "load_checkpoint",
     "load_encoder_weights",
     "load_weights",
-    "make_checkpoint",
     "model_forward",
     "model_num_classes",
     "model_from_checkpoint",
     "pad_to_multiple",
-    "save_checkpoint",
 ]
