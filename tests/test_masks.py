@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from test_png_differential import ihdr, join_chunks, sound_array, sound_mask, split_chunks
 
 from bddseg import masks
 from bddseg.errors import BddsegError
@@ -106,8 +107,6 @@ def test_a_second_ihdr_is_refused_not_read_as_a_smaller_mask(tmp_path):
     """Pillow applies every IHDR it meets: a second one a row shorter decoded, without an
     error, as a mask one row shorter (the kernel read the first). Now the structure check
     (masks.png_chunks) names the file, for masks and for images alike."""
-    from test_png_differential import ihdr, join_chunks, sound_array, sound_mask, split_chunks
-
     chunks = split_chunks(sound_mask())
     bad = join_chunks([chunks[0], (b"IHDR", ihdr(24, 15)), *chunks[1:]])
     assert np.asarray(Image.open(io.BytesIO(bad))).shape == (15, 24)  # Pillow alone
@@ -123,8 +122,6 @@ def test_a_second_ihdr_is_refused_not_read_as_a_smaller_mask(tmp_path):
 def test_ancillary_chunks_and_split_idats_still_decode():
     """The structure check refuses what readers disagree on, nothing more: text, gamma and
     unknown ancillary chunks around the image data, and the data split over many IDATs."""
-    from test_png_differential import join_chunks, sound_array, sound_mask, split_chunks
-
     chunks = split_chunks(sound_mask())
     stream = chunks[1][1]
     pieces = [(b"IDAT", stream[i : i + 5]) for i in range(0, len(stream), 5)]
