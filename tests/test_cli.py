@@ -145,6 +145,22 @@ def test_set_overrides_the_yaml_and_flags_override_set():
     assert cfg.optim.lr == 0.01 and cfg.model.arch == "pspnet"  # explicit flags win
 
 
+def test_set_typos_are_named_together_with_suggestions(capsys):
+    argv = ["train", "--data", "d", "--set", "optim.lrr=0.1", "--set", "modle.arch=fpn"]
+    assert main([*argv, "--set", "run.seed=1"]) == EXIT_BAD_INPUT
+    assert capsys.readouterr().err == (
+        "error: --set: unknown config keys: optim.lrr (did you mean optim.lr?), "
+        "modle (did you mean model?)\n"
+    )
+
+
+def test_set_the_same_key_twice_the_last_wins():
+    from bddseg.cli import _train_config, build_parser
+
+    argv = ["train", "--set", "optim.lr=-1", "--set", "optim.lr=0.5"]
+    assert _train_config(build_parser().parse_args(argv)).optim.lr == 0.5
+
+
 @pytest.mark.parametrize(
     ("item", "message"),
     [

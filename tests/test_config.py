@@ -10,6 +10,7 @@ import pytest
 
 from bddseg.config import (
     Config,
+    DataConfig,
     bundled_config,
     choices,
     from_dict,
@@ -60,15 +61,38 @@ def test_to_dict_and_the_saved_yaml_round_trip(tmp_path):
 def test_unknown_key_and_section_are_named_with_the_file(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("optim:\n  lrr: 0.1\n")
-    with pytest.raises(BddsegError, match=r"unknown config key optim\.lrr \(valid: name, lr,") as e:
+    with pytest.raises(
+        BddsegError, match=r"unknown config key optim\.lrr \(did you mean optim\.lr\?\)$"
+    ) as e:
         load_config(path)
     assert e.value.path == str(path)
-    path.write_text("optimizer:\n  lr: 0.1\n")
-    with pytest.raises(BddsegError, match="unknown config section 'optimizer'"):
+    path.write_text("optim:\n  nope: 0.1\n")  # nothing close: the valid keys
+    with pytest.raises(BddsegError, match=r"unknown config key optim\.nope \(valid: name, lr,"):
         load_config(path)
-    with pytest.raises(BddsegError, match=r"unknown config key data\.cropp") as e:
+    path.write_text("optimizer:\n  lr: 0.1\n")
+    with pytest.raises(
+        BddsegError, match=r"unknown config key optimizer \(did you mean optim\?\)$"
+    ):
+        load_config(path)
+    with pytest.raises(
+        BddsegError, match=r"unknown config key data\.cropp \(did you mean data\.crop\?\)$"
+    ) as e:
         load_config(None, {"data.cropp": [1, 2]})
     assert e.value.path == "command line"
+
+
+def test_every_unknown_key_is_named_at_once_with_its_closest_valid_key(tmp_path):
+    """A config with two typos used to name the first only, with no suggestion."""
+    path = tmp_path / "typos.yaml"
+    path.write_text("optim:\n  lrr: 0.1\n  epochs: 3\nmodle:\n  arch: fpn\ndata:\n  zzz: 1\n")
+    with pytest.raises(BddsegError) as e:
+        load_config(path)
+    assert e.value.path == str(path)
+    valid = ", ".join(f.name for f in dataclasses.fields(DataConfig))
+    assert e.value.problem == (
+        "unknown config keys: optim.lrr (did you mean optim.lr?), modle (did you mean model?), "
+        f"data.zzz (valid: {valid})"
+    )
 
 
 @pytest.mark.parametrize(

@@ -170,7 +170,9 @@ def _set_value(text: str) -> tuple[str, object]:
 
 def _train_config(args: argparse.Namespace):
     """The training config: defaults (or a resumed run's config.yaml), the YAML file, then
-    each ``--set`` in order, then the explicit flags (which win over ``--set``)."""
+    the ``--set`` items (a key set twice: the last wins), then the explicit flags (which win
+    over ``--set``). The ``--set`` items are applied at once, so that one error names every
+    unknown key among them."""
     from bddseg.config import from_dict, load_config
 
     saved = Path(args.out or "") / "config.yaml"
@@ -178,10 +180,12 @@ def _train_config(args: argparse.Namespace):
     if args.resume and args.out and not args.config and saved.is_file():
         base = load_config(saved)  # `bddseg train --out RUN --resume` continues RUN as it was
     cfg = load_config(args.config, base=base)
+    sets: dict[str, dict[str, object]] = {}
     for item in args.set or []:
         key, value = _set_value(item)
         section, _, name = key.partition(".")
-        cfg = from_dict({section: {name: value}}, cfg, source="--set")
+        sets.setdefault(section, {})[name] = value
+    cfg = from_dict(sets, cfg, source="--set")
     return load_config(None, overrides=_train_overrides(args), base=cfg)
 
 

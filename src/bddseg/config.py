@@ -7,6 +7,7 @@ checkpoint. Change it with :func:`dataclasses.replace` (or :func:`override`), ne
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import types
 import typing
@@ -244,8 +245,9 @@ def from_dict(
     """Apply a nested dict ``{section: {key: value}}`` on top of ``base`` (defaults if None).
 
     Raises:
-        BddsegError: on an unknown section or key, or a value of the wrong type. The message
-            names ``source`` (the YAML file) when given.
+        BddsegError: on unknown sections or keys (all of them in one message, each with its
+            closest valid name: :func:`_unknown_keys`), or a value of the wrong type. The
+            message names ``source`` (the YAML file) when given.
     """
     cfg = base or Config()
     if d is None:
@@ -253,22 +255,18 @@ def from_dict(
     if not isinstance(d, dict):
         raise BddsegError("config must be a mapping of sections", source)
     hints = {s: typing.get_type_hints(t) for s, t in _section_types().items()}
+    unknown = _unknown_keys(d, hints)
+    if unknown:
+        many = len(unknown) > 1
+        raise BddsegError(f"unknown config key{'s:' if many else ''} {', '.join(unknown)}", source)
     new_sections = {}
     for section, values in d.items():
-        if section not in hints:
-            raise BddsegError(
-                f"unknown config section {section!r} (valid: {', '.join(hints)})", source
-            )
         if values is None:
             continue
         if not isinstance(values, dict):
             raise BddsegError(f"config section {section!r} must be a mapping", source)
         changes = {}
         for key, value in values.items():
-            if key not in hints[section]:
-                valid = ", ".join(hints[section])
-                name = key if isinstance(key, str) and key.isidentifier() else repr(key)
-                raise BddsegError(f"unknown config key {section}.{name} (valid: {valid})", source)
             try:
                 changes[key] = _coerce(value, hints[section][key], f"{section}.{key}")
             except BddsegError as e:
@@ -277,6 +275,33 @@ def from_dict(
     cfg = dataclasses.replace(cfg, **new_sections)
     check_values(cfg, source)
     return cfg
+
+
+def _unknown_keys(d: dict[Any, Any], hints: dict[str, dict[str, Any]]) -> list[str]:
+    """Every section and ``section.key`` of ``d`` that ``hints`` (section -> key -> type) does
+    not have, in order, each with the closest valid name (``optim.lrr (did you mean
+    optim.lr?)``) or, where none is close (:func:`difflib.get_close_matches`), the valid ones.
+    A config with two typos then names both at once."""
+
+    def shown(name: Any) -> str:
+        return name if isinstance(name, str) and name.isidentifier() else repr(name)
+
+    def hint(where: str, name: Any, valid: list[str], prefix: str = "") -> str:
+        close = difflib.get_close_matches(str(name), valid, n=1)
+        if close:
+            return f"{where} (did you mean {prefix}{close[0]}?)"
+        return f"{where} (valid: {', '.join(valid)})"
+
+    found = []
+    for section, values in d.items():
+        if section not in hints:
+            found.append(hint(shown(section), section, list(hints)))
+        elif isinstance(values, dict):
+            for key in values:
+                if key not in hints[section]:
+                    where = f"{section}.{shown(key)}"
+                    found.append(hint(where, key, list(hints[section]), f"{section}."))
+    return found
 
 
 # (key, lowest allowed, whether the lowest is allowed); None values are "not set" and pass.
