@@ -44,6 +44,54 @@ def test_help_of_every_command_exits_0(command, capsys):
     assert out.startswith("usage: bddseg" + "".join(f" {c}" for c in command))
 
 
+def _arguments(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """``(command, action, its parser)`` for every argument of every (sub)command."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _arguments(sub, (*prefix, name))
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            yield prefix, action, parser
+
+
+SWITCHES = (argparse._StoreTrueAction, argparse._StoreFalseAction)
+
+
+def test_every_argument_has_help_and_every_flag_shows_its_default():
+    """Every argument says what it is; every flag that takes a value says what happens
+    without it: ``(default: VALUE)`` from argparse, or in words (a config key's default,
+    "none", "the CPUs"). Switches are off by default; hidden test-only flags are exempt."""
+    missing_help, no_default = [], []
+    for command, action, parser in _arguments(build_parser()):
+        if action.help == argparse.SUPPRESS:
+            continue
+        flag = action.option_strings[-1] if action.option_strings else action.dest
+        name = " ".join([*command, flag])
+        text = parser._get_formatter()._expand_help(action) if action.help else ""
+        takes_value = action.option_strings and not isinstance(action, SWITCHES)
+        if not text.strip():
+            missing_help.append(name)
+        elif takes_value and not action.required and "default" not in text:
+            no_default.append(name)
+    assert not missing_help, f"arguments without help: {missing_help}"
+    assert not no_default, f"flags whose help does not say their default: {no_default}"
+
+
+def test_help_shows_defaults_and_the_config_keys_of_train_flags(capsys):
+    from bddseg.config import Config
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "may change a few pixels (default: 32-true)" in text
+    assert "matches the ONNX export" in text and "(default: mask,color,overlay)" in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default: optim.lr of --config, else {Config().optim.lr})" in text
+    assert "(default: run.precision of --config, else auto)" in text
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])

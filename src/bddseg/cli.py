@@ -14,15 +14,12 @@ import sys
 import traceback
 from pathlib import Path
 
-from bddseg.config import INFERENCE_PRECISION, TTA_MODES, choices
+from bddseg.config import INFERENCE_PRECISION, TTA_MODES, Config, choices
 from bddseg.errors import BddsegError
 
 EXIT_BAD_INPUT = 2
 NAMED_FAILURES = 10  # inputs a failed predict names in its last line (the warnings name all)
-PRECISION_HELP = (
-    "auto (default: the config's run.precision): bf16-mixed on a GPU and on a CPU with AMX or "
-    "AVX-512 BF16, else 32-true"
-)
+PRECISION_HELP = "auto: bf16-mixed on a GPU and on a CPU with AMX or AVX-512 BF16, else 32-true"
 INFERENCE_PRECISION_HELP = (
     "32-true (fp32) gives the same masks on every machine and matches the ONNX export; "
     "bf16-mixed, or auto (bf16 on a GPU and on a CPU with AMX or AVX-512 BF16), is faster "
@@ -367,36 +364,69 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: VALUE)`` to a flag's help unless the help already says its default
+    or there is none to show (``None``: the flag is optional; ``False``: a switch is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        return super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows the defaults; its subparsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _from_config(key: str) -> str:
+    """``(default: KEY of --config, else VALUE)``: the default of a train flag that sets a
+    config key, read from the config's own defaults."""
+    section, name = key.split(".")
+    value = getattr(getattr(Config(), section), name)
+    if isinstance(value, tuple):
+        value = "x".join(map(str, value))
+    shown = "none" if value in (None, "") else value
+    return f"(default: {key} of --config, else {shown})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bddseg", description=__doc__.splitlines()[0])
+    p = _Parser(prog="bddseg", description=__doc__.splitlines()[0])
     from bddseg._version import __version__
 
     p.add_argument("--version", action="version", version=f"bddseg {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    cores = os.cpu_count() or 1
 
     s = sub.add_parser("synth", help="write the built-in synthetic dataset in the official layout")
     s.add_argument("out", help="output folder (the dataset lands in OUT/bdd100k)")
-    s.add_argument("--train", type=int, default=200)
-    s.add_argument("--val", type=int, default=50)
-    s.add_argument("--test", type=int, default=50)
-    s.add_argument("--height", type=int, default=256)
-    s.add_argument("--width", type=int, default=448)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    s.add_argument("--train", type=int, default=200, help="training pairs")
+    s.add_argument("--val", type=int, default=50, help="validation pairs")
+    s.add_argument("--test", type=int, default=50, help="test images")
+    s.add_argument("--height", type=int, default=256, help="image height in pixels")
+    s.add_argument("--width", type=int, default=448, help="image width in pixels")
+    s.add_argument(
+        "--seed", type=int, default=0, help="random seed; the same seed, the same dataset"
+    )
+    s.add_argument("--workers", type=int, default=cores, help="processes (default: the CPUs)")
     s.set_defaults(func=_cmd_synth)
 
     d = sub.add_parser("data", help="check a dataset or compute its class statistics")
     dsub = d.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("check", help="check every image/mask pair; exit 2 if anything is wrong")
-    c.add_argument("root")
-    c.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    c.add_argument("root", help="dataset root (the folder holding images/ and labels/)")
+    c.add_argument("--workers", type=int, default=cores, help="processes (default: the CPUs)")
     c.set_defaults(func=_cmd_data_check)
     st = dsub.add_parser("stats", help="per-class pixel share, image counts and class weights")
-    st.add_argument("root")
-    st.add_argument("--split", default="train")
-    st.add_argument("--json", help="also write the statistics to this JSON file")
-    st.add_argument("--chart", help="also write a bar chart PNG")
-    st.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    st.add_argument("root", help="dataset root (the folder holding images/ and labels/)")
+    st.add_argument("--split", default="train", help="the split to count")
+    st.add_argument("--json", help="also write the statistics to this JSON file (default: none)")
+    st.add_argument("--chart", help="also write a bar chart PNG (default: none)")
+    st.add_argument("--workers", type=int, default=cores, help="processes (default: the CPUs)")
     st.add_argument(
         "--cache-dir",
         type=Path,
@@ -405,8 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_data_stats)
 
     dl = sub.add_parser("download", help="fetch and safely extract the official BDD100K 10K zips")
-    dl.add_argument("root")
-    dl.add_argument("--base-url", default=None, help="mirror serving the official zip names")
+    dl.add_argument("root", help="where the dataset goes (ROOT/bdd100k/...)")
+    dl.add_argument(
+        "--base-url",
+        default=None,
+        help="mirror serving the official zip names (default: the official BDD100K server)",
+    )
     dl.add_argument("--what", default="images,labels", help="comma list of images,labels")
     dl.set_defaults(func=_cmd_download)
 
@@ -415,37 +449,78 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model, U-Net/ResNet34 by default (flags override --set, which overrides "
         "the YAML config)",
     )
-    t.add_argument("--data", help="dataset root")
-    t.add_argument("--out", help="run directory")
-    t.add_argument("--config", help="YAML config (see configs/)")
-    t.add_argument("--arch", choices=choices("model.arch"), help="architecture (default: unet)")
-    t.add_argument("--encoder", help="smp encoder name or tu-TIMM_NAME (default: resnet34)")
+    t.add_argument("--data", help=f"dataset root {_from_config('data.root')}")
+    t.add_argument("--out", help=f"run directory {_from_config('run.out')}")
+    t.add_argument("--config", help="YAML config, a file or a recipe of configs/ (default: none)")
+    t.add_argument(
+        "--arch", choices=choices("model.arch"), help=f"architecture {_from_config('model.arch')}"
+    )
+    t.add_argument(
+        "--encoder",
+        help=f"smp encoder name or tu-TIMM_NAME {_from_config('model.encoder')}",
+    )
     t.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
         help="any config key, e.g. optim.lr=3e-4 or data.crop=[256,512] (YAML values; "
-        "repeatable; explicit flags win over it)",
+        "repeatable; explicit flags win over it; default: none)",
     )
-    t.add_argument("--loss", choices=choices("loss.name"))
-    t.add_argument("--class-weights", choices=choices("loss.class_weights"))
-    t.add_argument("--unknown", choices=choices("data.unknown"), help="255 as class 19, or ignored")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--crop", type=_hw, help="training crop HxW, e.g. 512x1024")
-    t.add_argument("--lr", type=float)
+    t.add_argument("--loss", choices=choices("loss.name"), help=f"loss {_from_config('loss.name')}")
+    t.add_argument(
+        "--class-weights",
+        choices=choices("loss.class_weights"),
+        help=f"per-class loss weights from the train split {_from_config('loss.class_weights')}",
+    )
+    t.add_argument(
+        "--unknown",
+        choices=choices("data.unknown"),
+        help=f"255 as class 19, or ignored {_from_config('data.unknown')}",
+    )
+    t.add_argument("--epochs", type=int, help=f"epochs {_from_config('optim.epochs')}")
+    t.add_argument(
+        "--max-steps",
+        type=int,
+        help=f"optimizer steps, instead of epochs {_from_config('optim.max_steps')}",
+    )
+    t.add_argument(
+        "--batch-size", type=int, help=f"images per step {_from_config('optim.batch_size')}"
+    )
+    t.add_argument(
+        "--crop", type=_hw, help=f"training crop HxW, e.g. 512x1024 {_from_config('data.crop')}"
+    )
+    t.add_argument("--lr", type=float, help=f"peak learning rate {_from_config('optim.lr')}")
     t.add_argument("--no-pretrained", action="store_true", help="random encoder weights")
-    t.add_argument("--encoder-weights", help="local encoder state dict instead of the hub")
-    t.add_argument("--seed", type=int)
+    t.add_argument(
+        "--encoder-weights",
+        help=f"local encoder state dict instead of the hub {_from_config('model.encoder_weights')}",
+    )
+    t.add_argument("--seed", type=int, help=f"random seed {_from_config('run.seed')}")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    t.add_argument("--devices", type=_devices)
-    t.add_argument("--num-nodes", type=int)
-    t.add_argument("--accelerator", choices=choices("run.accelerator"))
-    t.add_argument("--precision", choices=choices("run.precision"), help=PRECISION_HELP)
+    t.add_argument(
+        "--devices", type=_devices, help=f"devices per node {_from_config('run.devices')}"
+    )
+    t.add_argument("--num-nodes", type=int, help=f"machines {_from_config('run.num_nodes')}")
+    t.add_argument(
+        "--accelerator",
+        choices=choices("run.accelerator"),
+        help=f"cpu, a GPU kind, or auto {_from_config('run.accelerator')}",
+    )
+    t.add_argument(
+        "--precision",
+        choices=choices("run.precision"),
+        help=f"{PRECISION_HELP} {_from_config('run.precision')}",
+    )
     t.add_argument("--compile", action="store_true", help="torch.compile the model")
-    t.add_argument("--workers", type=int)
-    t.add_argument("--on-bad-sample", choices=choices("data.on_bad_sample"))
+    t.add_argument(
+        "--workers", type=int, help=f"data loader processes {_from_config('data.workers')}"
+    )
+    t.add_argument(
+        "--on-bad-sample",
+        choices=choices("data.on_bad_sample"),
+        help=f"stop on an unreadable pair, or skip and count it "
+        f"{_from_config('data.on_bad_sample')}",
+    )
     t.add_argument(
         "--trace-samples",
         action="store_true",
@@ -456,14 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser(
         "evaluate", help="metrics.json, per_class.csv and plots for a model or mask folders"
     )
-    e.add_argument("--checkpoint")
-    e.add_argument("--data")
-    e.add_argument("--split", default="val")
-    e.add_argument("--pred", help="folder of predicted PNG masks")
-    e.add_argument("--gt", help="folder of ground-truth PNG masks")
-    e.add_argument("--out", required=True)
-    e.add_argument("--tta", choices=list(TTA_MODES), default="none")
-    e.add_argument("--device", default="cpu")
+    e.add_argument("--checkpoint", help="a .pt checkpoint to score, with --data (default: none)")
+    e.add_argument("--data", help="dataset root, with --checkpoint (default: none)")
+    e.add_argument("--split", default="val", help="the split to score, with --checkpoint")
+    e.add_argument("--pred", help="folder of predicted PNG masks, with --gt (default: none)")
+    e.add_argument("--gt", help="folder of ground-truth PNG masks (default: none)")
+    e.add_argument("--out", required=True, help="folder for metrics.json and the rest")
+    e.add_argument("--tta", choices=list(TTA_MODES), default="none", help="test-time augmentation")
+    e.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     e.add_argument(
         "--precision",
         choices=choices("run.precision"),
@@ -475,9 +550,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--checkpoint: a 20-class model's unknown counts where it wins (a miss officially)",
     )
-    e.add_argument("--batch-size", type=int, default=1)
-    e.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    e.add_argument("--min-pixels", type=int, default=1, help="image-level: pixels for 'present'")
+    e.add_argument("--batch-size", type=int, default=1, help="images per forward")
+    e.add_argument("--workers", type=int, default=cores, help="processes (default: the CPUs)")
+    e.add_argument(
+        "--min-pixels", type=int, default=1, help="image-level: pixels for a class 'present'"
+    )
     e.add_argument(
         "--no-plots", action="store_true", help="skip the PNG charts (about 0.7 s of matplotlib)"
     )
@@ -485,13 +562,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", help="full-resolution masks, color maps and overlays")
     pr.add_argument("inputs", nargs="+", help="images, folders, globs or video files")
-    pr.add_argument("--checkpoint")
-    pr.add_argument("--onnx")
-    pr.add_argument("--out", required=True)
-    pr.add_argument("--format", default="mask,color,overlay")
-    pr.add_argument("--tta", choices=list(TTA_MODES), default="none")
-    pr.add_argument("--batch-size", type=int, default=1)
-    pr.add_argument("--device", default="cpu")
+    pr.add_argument("--checkpoint", help="a .pt checkpoint (or --onnx; default: none)")
+    pr.add_argument("--onnx", help="an exported .onnx model (or --checkpoint; default: none)")
+    pr.add_argument("--out", required=True, help="output folder (masks/, color/, overlay/)")
+    pr.add_argument(
+        "--format", default="mask,color,overlay", help="comma list of mask,color,overlay"
+    )
+    pr.add_argument("--tta", choices=list(TTA_MODES), default="none", help="test-time augmentation")
+    pr.add_argument("--batch-size", type=int, default=1, help="same-size images per forward")
+    pr.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps")
     pr.add_argument(
         "--precision",
         choices=choices("run.precision"),
@@ -504,8 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--video-fps", type=float, default=1.0, help="frames per second sampled from videos"
     )
-    pr.add_argument("--workers", type=int, default=2)
-    pr.add_argument("--window", type=_hw, help="predict in overlapping HxW tiles")
+    pr.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    pr.add_argument(
+        "--window",
+        type=_hw,
+        help="predict in overlapping HxW tiles (default: the whole image in one pass)",
+    )
     pr.set_defaults(func=_cmd_predict)
 
     ex = sub.add_parser(
@@ -533,23 +616,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=_cmd_export)
 
     r = sub.add_parser("report", help="one self-contained HTML report for one or more runs")
-    r.add_argument("runs", nargs="+")
-    r.add_argument("--out", required=True)
+    r.add_argument("runs", nargs="+", help="run directories (compared side by side)")
+    r.add_argument("--out", required=True, help="the .html file to write")
     r.set_defaults(func=_cmd_report)
 
     b = sub.add_parser("bench", help="inference speed at 720x1280 (see benchmarks/)")
-    b.add_argument("--device", default="cpu")
-    b.add_argument("--batch-sizes", help="comma list; default 1 on CPU, 1,8 on CUDA")
+    b.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1")
+    b.add_argument("--batch-sizes", help="comma list (default: 1 on CPU, 1,8 on CUDA)")
     b.add_argument(
         "--variants",
         help="comma list of fp32,channels_last,bf16,compile,onnxruntime,cl+bf16+compile "
         "(default: all on CUDA, all but the last on CPU)",
     )
-    b.add_argument("--iters", type=int, help="timed calls per row (default 3 on CPU, 20 on CUDA)")
-    b.add_argument("--warmup", type=int, help="untimed calls first (default 1 on CPU, 5 on CUDA)")
-    b.add_argument("--checkpoint", help="time this model instead of a random U-Net/ResNet34")
-    b.add_argument("--threads", type=int, help="CPU threads for torch and onnxruntime")
-    b.add_argument("--out", help="also write the results as JSON")
+    b.add_argument("--iters", type=int, help="timed calls per row (default: 3 on CPU, 20 on CUDA)")
+    b.add_argument("--warmup", type=int, help="untimed calls first (default: 1 on CPU, 5 on CUDA)")
+    b.add_argument(
+        "--checkpoint",
+        help="time this model (default: a random U-Net/ResNet34)",
+    )
+    b.add_argument(
+        "--threads", type=int, help="CPU threads for torch and onnxruntime (default: theirs)"
+    )
+    b.add_argument("--out", help="also write the results as JSON (default: none)")
     b.set_defaults(func=_cmd_bench)
 
     m = sub.add_parser(
@@ -566,12 +654,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch",
         action="append",
         choices=choices("model.arch"),
-        help="only this architecture's rows; with --encoder, this pair (repeatable)",
+        help="only this architecture's rows; with --encoder, this pair (repeatable; default: all)",
     )
     m.add_argument(
         "--encoder",
         action="append",
-        help="only this encoder's rows; with --arch, this pair (repeatable; smp name or tu-NAME)",
+        help="only this encoder's rows; with --arch, this pair (repeatable; smp name or "
+        "tu-NAME; default: all)",
     )
     m.add_argument(
         "--measure",
@@ -580,14 +669,14 @@ def build_parser() -> argparse.ArgumentParser:
         "each model to ONNX to check its parity with PyTorch (minutes per large model)",
     )
     m.add_argument("--classes", type=int, choices=(19, 20), default=19, help="output classes")
-    m.add_argument("--threads", type=int, help="torch threads for --measure")
-    m.add_argument("--json", help="also write the rows to this JSON file")
+    m.add_argument("--threads", type=int, help="torch threads for --measure (default: torch's)")
+    m.add_argument("--json", help="also write the rows to this JSON file (default: none)")
     m.add_argument("--size", type=_hw, default=(720, 1280), help=argparse.SUPPRESS)  # tests
     m.add_argument("--runs", type=int, default=3, help=argparse.SUPPRESS)  # timed calls
     m.set_defaults(func=_cmd_models)
 
     dm = sub.add_parser("demo", help="the whole pipeline on the built-in dataset")
-    dm.add_argument("--out", default="demo_out")
+    dm.add_argument("--out", default="demo_out", help="output folder (data, runs, report)")
     dm.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
     dm.set_defaults(func=_cmd_demo)
     return p
