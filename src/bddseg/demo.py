@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from bddseg import runs
 from bddseg.config import Config
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
@@ -107,21 +108,21 @@ def run_experiment(
     if threads:
         torch.set_num_threads(threads)
     cfg = demo_config(root, run_dir, loss=loss, quick=quick)
-    if (run_dir / "last.pt").exists():
+    if (run_dir / runs.LAST).exists():
         cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, resume=True))
     train(cfg)
     metrics = evaluate_checkpoint(
-        run_dir / "best.pt",
+        run_dir / runs.BEST,
         root,
-        run_dir / "eval" / "val",
-        split="val",
+        runs.eval_dir(run_dir),
+        split=runs.EVAL_SPLIT,
         workers=workers,
         progress=prefix is None,
     )
     predict_inputs(
-        [str(root / "images" / "10k" / "test")],
-        run_dir / "predictions" / "test",
-        checkpoint=str(run_dir / "best.pt"),
+        [str(root / "images" / "10k" / runs.PREDICT_SPLIT)],
+        runs.predictions_dir(run_dir),
+        checkpoint=str(run_dir / runs.BEST),
         workers=min(workers, 2),
         progress=prefix is None,
     )

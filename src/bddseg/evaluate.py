@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bddseg import fastpng, metrics
+from bddseg import fastpng, metrics, runs
 from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_path, atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
@@ -41,7 +41,6 @@ from bddseg.masks import decode_mask, read_bytes
 from bddseg.parallel import Preloaded, can_preload, parallel_map
 
 INFERENCE_PRECISION = "32-true"  # the default: the same numbers on every machine
-PRED_DIR = "pred"  # evaluate --checkpoint's masks: RUN/eval/SPLIT/pred/STEM.png
 
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",
@@ -135,17 +134,17 @@ def write_outputs(
     t, p = tally.presence()
     result = metrics.to_contract(tally.cm, t, p)
     result.update(extra or {})
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
-    atomic_write_text(out / "per_class.csv", _csv_text(PER_CLASS_COLUMNS, _per_class_rows(result)))
+    atomic_write_text(out / runs.METRICS, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / runs.PER_CLASS, _csv_text(PER_CLASS_COLUMNS, _per_class_rows(result)))
     confusion = {
         "classes": list(CLASS_NAMES_20),
         "matrix": tally.cm.tolist(),
         "image_matrix": metrics.image_level_matrix(t, p).tolist(),
     }
-    atomic_write_text(out / "confusion.json", json.dumps(confusion) + "\n")
+    atomic_write_text(out / runs.CONFUSION, json.dumps(confusion) + "\n")
     per_image = [[s, m, a] for s, (m, a) in zip(tally.stems, tally.scores, strict=True)]
     atomic_write_text(
-        out / "per_image.csv", _csv_text(("stem", "miou", "pixel_accuracy"), per_image)
+        out / runs.PER_IMAGE, _csv_text(("stem", "miou", "pixel_accuracy"), per_image)
     )
     if plotter is not None:
         plotter.call("write_eval_plots", out, result, confusion, workers)
@@ -434,7 +433,7 @@ def evaluate_checkpoint(
     out = Path(out_dir)
 
     def save(stem: str, pred: np.ndarray) -> None:
-        _save_mask(out / PRED_DIR / f"{stem}.png", pred)
+        _save_mask(out / runs.PRED_DIR / f"{stem}.png", pred)
 
     scored = score_split(
         predictor, dataset, batch_size=batch_size, workers=workers, min_pixels=min_pixels,
@@ -445,7 +444,6 @@ def evaluate_checkpoint(
 
 
 __all__ = [
-    "PRED_DIR",
     "Scored",
     "Tally",
     "eval_dataset",

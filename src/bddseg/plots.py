@@ -26,6 +26,7 @@ from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, PALETTE
 from bddseg.metrics import MIOU_LABEL, OFFICIAL_LABEL, WITH_UNKNOWN_LABEL
+from bddseg.runs import CONFUSION
 from bddseg.trainlog import read_log
 
 # A light, seaborn-like look that sits well on the report's white cards.
@@ -474,7 +475,7 @@ def write_eval_plots(
     """
     eval_dir = Path(eval_dir)
     if "matrix" not in confusion:
-        raise BddsegError("no 'matrix' in the confusion data", eval_dir / "confusion.json")
+        raise BddsegError("no 'matrix' in the confusion data", eval_dir / CONFUSION)
     classes = confusion.get("classes") or list(CLASS_NAMES_20)
     jobs = [
         (plot_iou_vs_share, (metrics, eval_dir / EVAL_PLOTS[0])),

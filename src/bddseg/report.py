@@ -41,6 +41,19 @@ from bddseg.plots import (
     loss_multi_figure,
     sample_grid_figure,
 )
+from bddseg.runs import (
+    BEST,
+    CONFIG,
+    CONFUSION,
+    EVAL_SPLIT,
+    LAST,
+    LOG,
+    METRICS,
+    PER_IMAGE,
+    PRED_DIR,
+    eval_dir,
+    predictions_dir,
+)
 from bddseg.trainlog import read_log
 
 __all__ = ["load_run", "write_report"]
@@ -75,7 +88,7 @@ class Run:
 
     @property
     def eval_dir(self) -> Path:
-        return self.dir / "eval" / "val"
+        return eval_dir(self.dir)
 
 
 # ---------------------------------------------------------------- reading a run
@@ -100,15 +113,15 @@ def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise BddsegError("run directory not found", run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise BddsegError("no config.yaml: not a run directory (train writes one)", run_dir)
-    run = Run(run_dir, run_dir.resolve().name, load_yaml(run_dir / "config.yaml"))
+    if not (run_dir / CONFIG).is_file():
+        raise BddsegError(f"no {CONFIG}: not a run directory (train writes one)", run_dir)
+    run = Run(run_dir, run_dir.resolve().name, load_yaml(run_dir / CONFIG))
     ev = run.eval_dir
     optional = {
-        "log": (run_dir / "log.csv", read_log),
-        "metrics": (ev / "metrics.json", lambda p: read_json(p, "metrics")),
-        "confusion": (ev / "confusion.json", lambda p: read_json(p, "confusion matrix")),
-        "per_image": (ev / "per_image.csv", _read_csv),
+        "log": (run_dir / LOG, read_log),
+        "metrics": (ev / METRICS, lambda p: read_json(p, "metrics")),
+        "confusion": (ev / CONFUSION, lambda p: read_json(p, "confusion matrix")),
+        "per_image": (ev / PER_IMAGE, _read_csv),
     }
     for key, (path, reader) in optional.items():
         if not path.is_file():
@@ -180,7 +193,7 @@ def _dataset_root(run: Run) -> Path:
     """The run's dataset root: absolute, relative to the cwd, or relative to the run dir."""
     root = (run.config.get("data") or {}).get("root")
     if not root:
-        raise BddsegError("config.yaml has no data.root")
+        raise BddsegError(f"{CONFIG} has no data.root")
     for candidate in (Path(root), run.dir / root):
         if candidate.is_dir():
             return candidate
@@ -201,17 +214,17 @@ def _train_samples(run: Run) -> str:
 
 def _val_samples(run: Run, worst: bool) -> str:
     """image | truth | prediction rows: spread over val, or the lowest per-image mIoU."""
-    root, pred_dir = _dataset_root(run), run.eval_dir / "pred"
+    root, pred_dir = _dataset_root(run), run.eval_dir / PRED_DIR
     if not pred_dir.is_dir():
         raise BddsegError(f"{pred_dir} not found (run bddseg evaluate)")
     scores = {r.get("stem"): _num(r.get("miou")) for r in run.per_image or []}
     if worst:
         if not scores:
-            raise BddsegError(run.missing.get("per_image", "per_image.csv is empty"))
+            raise BddsegError(run.missing.get("per_image", f"{PER_IMAGE} is empty"))
         stems = sorted(scores, key=lambda s: (scores[s] is None, scores[s] or 0.0))[:N_WORST]
     else:
         stems = _pick(sorted(p.stem for p in pred_dir.glob("*.png")), N_VAL)
-    pairs = {p.stem: p for p in list_pairs(root, "val")}
+    pairs = {p.stem: p for p in list_pairs(root, EVAL_SPLIT)}
     tiles, titles = [], []
     for stem in stems:
         pair, pred = pairs.get(stem), pred_dir / f"{stem}.png"
@@ -228,7 +241,7 @@ def _val_samples(run: Run, worst: bool) -> str:
 
 
 def _test_samples(run: Run) -> str:
-    base = run.dir / "predictions" / "test"
+    base = predictions_dir(run.dir)
     for kind in ("overlay", "color"):
         files = [p for p in sorted((base / kind).glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
         if files:
@@ -394,9 +407,7 @@ def _comparison(runs: list[Run]) -> dict:
         "classes": classes,
         "wins": wins,
         "summary": _comparison_summary(runs, wins),
-        "curves": _figure(
-            loss_multi_figure, logs, missing=None if logs else "no run has a log.csv"
-        ),
+        "curves": _figure(loss_multi_figure, logs, missing=None if logs else f"no run has a {LOG}"),
         "delta": _figure(
             iou_delta_figure,
             ious,
@@ -459,7 +470,7 @@ def _config_sections(cfg: dict) -> list[dict]:
 def _run_context(run: Run, index: int) -> dict:
     m, conf = run.metrics, run.confusion or {}
     classes = conf.get("classes") or list(CLASS_NAMES_20)
-    no_conf = run.missing.get("confusion", "confusion.json has no such matrix")
+    no_conf = run.missing.get("confusion", f"{CONFUSION} has no such matrix")
     ctx = {
         "id": f"run-{index}",
         "name": run.name,
@@ -467,7 +478,7 @@ def _run_context(run: Run, index: int) -> dict:
         "dir": str(run.dir),
         "summary": _run_summary(run),
         "config": _config_sections(run.config),
-        "checkpoints": [p.name for p in (run.dir / "best.pt", run.dir / "last.pt") if p.is_file()],
+        "checkpoints": [p.name for p in (run.dir / BEST, run.dir / LAST) if p.is_file()],
         "loss": _figure(loss_figure, run.log, missing=run.missing.get("log")),
         "metrics": m is not None,
         "missing_eval": run.missing.get("metrics"),

@@ -42,6 +42,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from bddseg import runs
 from bddseg.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
 from bddseg.config import Config, RunConfig, save_yaml, to_dict
 from bddseg.data import build_dataset, normalize_image
@@ -156,7 +157,7 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
     try:
         if ckpt is not None:
             name = f"{cfg.model.arch}/{cfg.model.encoder}"
-            load_weights(model, ckpt["model"], run_dir / "last.pt", name, cfg.num_classes)
+            load_weights(model, ckpt["model"], run_dir / runs.LAST, name, cfg.num_classes)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         raw = model
@@ -188,8 +189,8 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
     )  # fmt: skip
     if fabric.global_rank == 0:
         resume_step = state.step if ckpt is not None else None
-        run.log = CsvLog(run_dir / "log.csv", resume_step)
-        run.tb = TensorBoard(run_dir / "tb", resume_step)
+        run.log = CsvLog(run_dir / runs.LOG, resume_step)
+        run.tb = TensorBoard(run_dir / runs.TENSORBOARD_DIR, resume_step)
         run.progress = Progress(total, state.step)
         run.progress.print(describe(run))
     try:
@@ -305,7 +306,7 @@ def after_step(run: Run, state: State, loss_value: float, lr: float) -> None:
     if ckpt_due:
         with run.timer.pause():
             if run.fabric.global_rank == 0:
-                save_checkpoint(run.run_dir / "last.pt", checkpoint(run, state, training=True))
+                save_checkpoint(run.run_dir / runs.LAST, checkpoint(run, state, training=True))
             run.fabric.barrier()  # the other ranks wait for validation and the checkpoint
 
 
@@ -347,7 +348,7 @@ def validate(run: Run, state: State, row: dict) -> None:
     miou = metrics["miou"]
     if miou is not None and (state.best_miou is None or miou > state.best_miou):
         state.best_miou = miou
-        save_checkpoint(run.run_dir / "best.pt", checkpoint(run, state, training=False))
+        save_checkpoint(run.run_dir / runs.BEST, checkpoint(run, state, training=False))
 
 
 def val_loss(run: Run):
@@ -374,7 +375,7 @@ def finish(run: Run, state: State) -> None:
     from bddseg.plots import plot_loss_curves
 
     try:
-        plot_loss_curves(run.run_dir / "log.csv", run.run_dir / "loss_curves.png")
+        plot_loss_curves(run.run_dir / runs.LOG, run.run_dir / runs.LOSS_CURVES)
     except Exception as e:  # a failed plot must not turn a finished training into an error
         warn(f"could not draw loss_curves.png ({first_line(e)})")
 
@@ -416,7 +417,7 @@ def setup_fabric(cfg: Config):
 
 def check_run_dir(run_dir: Path, cfg: Config) -> None:
     """Refuse a run directory that holds another run (``last.pt``) unless resuming."""
-    if (run_dir / "last.pt").exists() and not cfg.run.resume:
+    if (run_dir / runs.LAST).exists() and not cfg.run.resume:
         raise BddsegError(
             "this run directory already holds a run (last.pt): add --resume to continue it, or choose another --out",
             run_dir,
@@ -425,7 +426,7 @@ def check_run_dir(run_dir: Path, cfg: Config) -> None:
 
 def prepare_run_dir(run_dir: Path, cfg: Config, fabric) -> dict | None:
     """Create the run directory, write ``config.yaml``; return ``last.pt`` when resuming."""
-    last = run_dir / "last.pt"
+    last = run_dir / runs.LAST
     check_run_dir(run_dir, cfg)
     ckpt = load_checkpoint(last) if cfg.run.resume and last.exists() else None
     if ckpt is not None and "optimizer" not in ckpt:
@@ -438,7 +439,7 @@ def prepare_run_dir(run_dir: Path, cfg: Config, fabric) -> dict | None:
             changed = _changed_keys(load_config_dict(ckpt), cfg)
             if changed:
                 print(f"resuming with changed settings: {', '.join(changed)}")
-        save_yaml(cfg, run_dir / "config.yaml")
+        save_yaml(cfg, run_dir / runs.CONFIG)
     fabric.barrier()
     return ckpt
 
