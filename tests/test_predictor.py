@@ -146,7 +146,7 @@ def test_predict_follows_the_scale_the_model_was_trained_at(synth_root, tmp_path
         cm += confusion_matrix(torch.from_numpy(mask), read_mask(pair.mask))
     assert torch.equal(cm, result.last_confusion)  # the training validation's matrix
     # an ONNX export carries the input size, and its predictor follows it too
-    onnx_p = load_predictor(export_onnx(best, tmp_path / "m.onnx"))
+    onnx_p = load_predictor(export_onnx(best, tmp_path / "m.onnx").path)
     assert onnx_p.input_size == (48, 80)
     assert onnx_p.predict(pair.image).shape == (96, 160)
 
