@@ -171,8 +171,9 @@ def _train_config(args: argparse.Namespace):
     over ``--set``). The ``--set`` items are applied at once, so that one error names every
     unknown key among them."""
     from bddseg.config import from_dict, load_config
+    from bddseg.runs import CONFIG
 
-    saved = Path(args.out or "") / "config.yaml"
+    saved = Path(args.out or "") / CONFIG
     base = None
     if args.resume and args.out and not args.config and saved.is_file():
         base = load_config(saved)  # `bddseg train --out RUN --resume` continues RUN as it was
