@@ -34,13 +34,12 @@ import numpy as np
 from PIL import Image
 
 from bddseg import fastpng, metrics, runs
+from bddseg.config import INFERENCE_PRECISION
 from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_path, atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
 from bddseg.masks import decode_mask, read_bytes
 from bddseg.parallel import Preloaded, can_preload, parallel_map
-
-INFERENCE_PRECISION = "32-true"  # the default: the same numbers on every machine
 
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",

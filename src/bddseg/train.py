@@ -44,10 +44,10 @@ from torch.utils.data import Dataset
 
 from bddseg import runs
 from bddseg.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
-from bddseg.config import Config, RunConfig, save_yaml, to_dict
+from bddseg.config import INFERENCE_PRECISION, Config, RunConfig, save_yaml, to_dict
 from bddseg.data import build_dataset, normalize_image
 from bddseg.errors import BddsegError, first_line, warn
-from bddseg.evaluate import INFERENCE_PRECISION, eval_dataset, score_split
+from bddseg.evaluate import eval_dataset, score_split
 from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
 from bddseg.losses import build_loss
 from bddseg.metrics import official_metrics
