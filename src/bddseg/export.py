@@ -105,7 +105,7 @@ def export_onnx(
             "the output must end in .onnx (load_predictor picks the runtime by it)", out
         )
     ckpt = load_checkpoint(checkpoint)
-    model, cfg = model_from_checkpoint(ckpt, "cpu")
+    model, cfg = model_from_checkpoint(ckpt, "cpu", source=checkpoint)
     if dynamic and cfg.model.arch in NO_DYNAMIC_EXPORT:
         raise BddsegError(
             f"--dynamic is not supported for {cfg.model.arch}: {NO_DYNAMIC_EXPORT_WHY}; export "

@@ -434,15 +434,17 @@ def model_forward(
 
 
 def model_from_checkpoint(
-    checkpoint: str | Path | dict[str, Any], device: str | torch.device = "cpu"
+    checkpoint: str | Path | dict[str, Any],
+    device: str | torch.device = "cpu",
+    source: str | Path | None = None,
 ) -> tuple[nn.Module, Config]:
     """Rebuild the model stored in a checkpoint (a file, or a dict from
     :func:`bddseg.checkpoints.make_checkpoint`), in eval mode and the default memory format,
     without fetching weights. Training's validation rebuilds the model it scores from the
     checkpoint dict it is about to save, so it scores exactly what ``bddseg evaluate
-    --checkpoint`` scores."""
+    --checkpoint`` scores. ``source``: the file a dict was loaded from, named in errors."""
     if isinstance(checkpoint, dict):
-        ckpt, p = checkpoint, Path("<checkpoint in memory>")
+        ckpt, p = checkpoint, Path(source or "<checkpoint in memory>")
     else:
         p = Path(checkpoint)
         ckpt = load_checkpoint(p)
