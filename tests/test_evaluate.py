@@ -359,7 +359,7 @@ def test_cli_evaluate_folders(folders, tmp_path, capsys):
     )
     assert code == 0
     captured = capsys.readouterr()
-    assert "8 images: official mIoU" in captured.out
+    assert "8 images: mIoU (official: 19 classes, 255 ignored) " in captured.out
     assert "1 of 8 ground-truth masks have no prediction" in captured.err
     assert len(list(tmp_path.glob("*.png"))) == 3  # the charts
     bare = tmp_path / "bare"

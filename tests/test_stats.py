@@ -53,6 +53,22 @@ def test_stats_match_independent_count(real_root, tmp_path, monkeypatch):
 
 
 @pytest.mark.real
+def test_data_stats_marks_absent_classes(real_root, tmp_path, monkeypatch, capsys):
+    """`bddseg data stats` prints 'absent' in the weight columns of a class with no pixels
+    (train, in the real pairs' train split) and says what that means, in one line."""
+    from bddseg.cli import main
+
+    monkeypatch.setenv("BDDSEG_CACHE", str(tmp_path / "cache"))
+    assert main(["data", "stats", str(real_root), "--split", "train", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if line.split()[0] == "train")
+    assert row.split()[1:] == ["0.000", "0", "absent", "absent", "absent"]
+    assert any(line.startswith("absent: no pixels in this split (train") for line in lines)
+    road = next(line for line in lines if line.split()[0] == "road")
+    assert "absent" not in road
+
+
+@pytest.mark.real
 @pytest.mark.parametrize("workers", [1, 2])
 def test_native_counts_give_the_same_statistics(real_root, tmp_path, monkeypatch, workers):
     """Masks are counted by bddseg.fastpng's kernel (also in worker processes); without it,

@@ -88,9 +88,18 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
         f"{'class':<{width}}  {'pixels %':>9}  {'images':>6}  "
         + "  ".join(f"{m:>9}" for m in stats["weights"])
     )
+    absent = [name for name, count in stats["image_count"].items() if count == 0]
     for name, share in stats["pixel_share"].items():
-        weights = "  ".join(f"{stats['weights'][m][name]:>9.3f}" for m in stats["weights"])
+        weights = "  ".join(
+            f"{'absent':>9}" if name in absent else f"{stats['weights'][m][name]:>9.3f}"
+            for m in stats["weights"]
+        )
         print(f"{name:<{width}}  {share:>9.3f}  {stats['image_count'][name]:>6}  {weights}")
+    if absent:
+        print(
+            f"absent: no pixels in this split ({', '.join(absent)}): weight 0, so they add "
+            "nothing to a class-weighted loss"
+        )
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(stats, indent=2))
         print(f"wrote {args.json}")
@@ -207,6 +216,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate / predict / export / report
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from bddseg import evaluate
+    from bddseg.metrics import MIOU_LABEL, WITH_UNKNOWN_LABEL
 
     if args.pred:
         if not args.gt:
@@ -243,10 +253,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     def num(v: float | None) -> str:  # None: nothing labelled to score
         return "n/a" if v is None else f"{v:.4f}"
 
+    precision = f" ({result['precision']})" if "precision" in result else ""
     print(
-        f"{result['num_images']} images: official mIoU {num(off['miou'])}, "
-        f"pixel accuracy {num(off['pixel_accuracy'])}, mIoU(19, unknown as class) "
-        f"{num(result['with_unknown']['miou_19'])}"
+        f"{result['num_images']} images{precision}: {MIOU_LABEL} {num(off['miou'])}, "
+        f"pixel accuracy {num(off['pixel_accuracy'])}; other view, mIoU over 19 classes with "
+        f"{WITH_UNKNOWN_LABEL}: {num(result['with_unknown']['miou_19'])}"
     )
     print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
