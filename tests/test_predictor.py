@@ -12,7 +12,13 @@ from PIL import Image
 
 import bddseg
 from bddseg.errors import BddsegError
-from bddseg.predictor import Predictor, load_predictor, sliding_window_probs, to_class_map
+from bddseg.predictor import (
+    Predictor,
+    load_predictor,
+    same_size_batches,
+    sliding_window_probs,
+    to_class_map,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -97,6 +103,23 @@ def test_predict_batch_matches_single(predictor):
     masks = predictor.predict_batch(imgs, batch_size=2)
     for img, mask in zip(imgs, masks, strict=True):
         np.testing.assert_array_equal(mask, predictor.predict(img))
+
+
+def test_same_size_batches_stream_full_batches_then_the_rest():
+    taken = []
+
+    def items():  # (name, size); records what has been read when each batch comes out
+        for item in [("a", 1), ("b", 2), ("c", 1), ("d", 1), ("e", 2), ("f", 1)]:
+            taken.append(item[0])
+            yield item
+
+    seen = [
+        ([name for name, _ in batch], "".join(taken))
+        for batch in same_size_batches(items(), 2, lambda item: item[1])
+    ]
+    assert seen == [(["a", "c"], "abc"), (["b", "e"], "abcde"), (["d", "f"], "abcdef")]
+    rest = list(same_size_batches([("a", 1), ("b", 2), ("c", 1)], 3, lambda item: item[1]))
+    assert rest == [[("a", 1), ("c", 1)], [("b", 2)]]  # in the order their sizes first came
 
 
 def test_bad_arguments(ckpt, predictor, tmp_path):

@@ -306,7 +306,7 @@ def score_split(
     """
     import torch
 
-    from bddseg.predictor import to_class_map
+    from bddseg.predictor import same_size_batches, to_class_map
     from bddseg.progress import progress_bar
 
     if min_pixels < 1:
@@ -325,7 +325,7 @@ def score_split(
             items = [(position + j, s) for j, s in enumerate(batch) if s is not None]
             position += len(batch)
             skipped += len(batch) - len(items)
-            for group in same_size_groups(items, lambda it: (*it[1][0].shape, *it[1][1].shape)):
+            for group in same_size_batches(items, loader.batch_size, _shapes):
                 x = torch.stack([image for _, (image, _) in group])
                 truth = torch.stack([mask for _, (_, mask) in group]).to(predictor.device)
                 scores = predictor.scores(x, size=tuple(truth.shape[-2:]))
@@ -347,12 +347,9 @@ def score_split(
     return Scored(tally, loss, images, skipped)
 
 
-def same_size_groups(items: list, key: Callable[[Any], tuple]) -> list[list]:
-    """``items`` split into lists sharing ``key`` (a shape), each in input order."""
-    groups: dict[tuple, list] = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    return list(groups.values())
+def _shapes(item: tuple[int, tuple[Any, Any]]) -> tuple[int, ...]:
+    """The image's and the truth's shapes of a ``(position, (image, mask))`` item."""
+    return (*item[1][0].shape, *item[1][1].shape)
 
 
 def eval_dataset(data_cfg: Any, split: str, on_bad_sample: str = "error") -> Any:
@@ -448,7 +445,6 @@ __all__ = [
     "eval_dataset",
     "evaluate_checkpoint",
     "evaluate_folders",
-    "same_size_groups",
     "score_split",
     "write_outputs",
 ]

@@ -29,7 +29,7 @@ from bddseg.data import read_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.files import atomic_path
 from bddseg.layout import IMAGE_SUFFIXES
-from bddseg.predictor import load_predictor
+from bddseg.predictor import load_predictor, same_size_batches
 from bddseg.progress import progress_bar
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi")
@@ -198,21 +198,14 @@ class _Decoded(torch.utils.data.IterableDataset):
                 yield name, str(path), None, e.problem
 
 
-def _same_size_batches(
-    samples, batch_size: int, skip: Callable[[str, str], None]
-) -> Iterator[list[tuple[str, torch.Tensor]]]:
-    """Group decoded ``(name, source, image, problem)`` samples into lists of at most
-    ``batch_size`` ``(name, image)`` of one size; failed samples go to ``skip``."""
-    pending: dict[tuple[int, int], list] = {}
+def _readable(samples, skip: Callable[[str, str], None]) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, image)`` of the decoded ``(name, source, image, problem)`` samples; failed
+    samples go to ``skip`` as they come."""
     for name, source, image, problem in samples:
         if image is None:
             skip(source, problem)
-            continue
-        key = tuple(image.shape[-2:])
-        pending.setdefault(key, []).append((name, image))
-        if len(pending[key]) >= batch_size:
-            yield pending.pop(key)
-    yield from pending.values()
+        else:
+            yield name, image
 
 
 def _identity(x):
@@ -328,7 +321,8 @@ def predict_inputs(
             bar.advance(task)
 
         futures: deque = deque()
-        for group in _same_size_batches(loader, batch_size, skip):
+        readable = _readable(loader, skip)
+        for group in same_size_batches(readable, batch_size, lambda s: s[1].shape[-2:]):
             maps = predictor.class_map(torch.stack([image for _, image in group])).cpu().numpy()
             for (name, image), mask in zip(group, maps, strict=True):
                 hwc = image.permute(1, 2, 0).numpy()

@@ -18,9 +18,9 @@ through it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ from bddseg.labels import IGNORE_VALUE, NUM_CLASSES
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 ImageLike = np.ndarray | torch.Tensor | str | Path
+T = TypeVar("T")
 
 
 def preprocess(images: torch.Tensor) -> torch.Tensor:
@@ -71,6 +72,27 @@ def to_class_map(scores: torch.Tensor, keep_unknown: bool = False) -> torch.Tens
     ids = scores.argmax(1)
     ids[ids >= NUM_CLASSES] = IGNORE_VALUE
     return ids.to(torch.uint8)
+
+
+def same_size_batches(
+    items: Iterable[T], batch_size: int, size: Callable[[T], Hashable]
+) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``batch_size`` that share ``size(item)`` (a shape), for
+    the model to take together: the one grouping of :meth:`Predictor.predict_batch`,
+    ``bddseg predict`` and :func:`bddseg.evaluate.score_split`.
+
+    Streams: a list is yielded as soon as it is full, so ``items`` may be an iterator (a
+    DataLoader); the part-filled ones follow at the end, in the order their sizes first came.
+    Each list keeps the input order.
+    """
+    pending: dict[Hashable, list[T]] = {}
+    for item in items:
+        key = size(item)
+        group = pending.setdefault(key, [])
+        group.append(item)
+        if len(group) >= batch_size:
+            yield pending.pop(key)
+    yield from pending.values()
 
 
 def _starts(size: int, win: int, stride: int) -> list[int]:
@@ -341,15 +363,10 @@ class Predictor:
         order; same-size images share batches of at most ``batch_size``."""
         chw = [_as_chw(a) for a in images]
         out: list[np.ndarray | None] = [None] * len(chw)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for i, c in enumerate(chw):
-            by_size.setdefault(tuple(c.shape[-2:]), []).append(i)
-        for idx in by_size.values():
-            for k in range(0, len(idx), batch_size):
-                part = idx[k : k + batch_size]
-                maps = self.class_map([chw[i] for i in part]).cpu().numpy()
-                for i, m in zip(part, maps, strict=True):
-                    out[i] = m
+        for part in same_size_batches(range(len(chw)), batch_size, lambda i: chw[i].shape[-2:]):
+            maps = self.class_map([chw[i] for i in part]).cpu().numpy()
+            for i, m in zip(part, maps, strict=True):
+                out[i] = m
         return out  # type: ignore[return-value]
 
 
@@ -375,6 +392,7 @@ __all__ = [
     "Predictor",
     "load_predictor",
     "preprocess",
+    "same_size_batches",
     "sliding_window_probs",
     "to_class_map",
     "tta_probs",
