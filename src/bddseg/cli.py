@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import threading
 import traceback
 from pathlib import Path
 
@@ -319,6 +320,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     path = write_report([Path(r) for r in args.runs], Path(args.out))
     print(f"wrote {path}")
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from bddseg.view import build_view, serve
+
+    index = build_view(
+        [Path(r) for r in args.runs], Path(args.out) if args.out else None, split=args.split,
+        data_root=args.data, workers=args.workers,
+    )  # fmt: skip
+    print(f"wrote {index}")
+    if not args.serve:
+        return 0
+    server, url = serve(index.parent, args.port)
+    print(f"serving {url} (Ctrl-C stops)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
     return 0
 
 
@@ -631,6 +653,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("runs", nargs="+", help="run directories (compared side by side)")
     r.add_argument("--out", required=True, help="the .html file to write")
     r.set_defaults(func=_cmd_report)
+
+    v = sub.add_parser(
+        "view",
+        help="a static site to browse every evaluated image of one or more runs (opens from "
+        "file://, no network)",
+    )
+    v.add_argument(
+        "runs", nargs="+", help="run directories, each evaluated into RUN/eval/SPLIT (compared)"
+    )
+    v.add_argument("--split", default="val", help="the evaluated split to show")
+    v.add_argument(
+        "--out", help="output folder (default: RUN/view; several runs: view/ beside the first)"
+    )
+    v.add_argument("--data", help="dataset root (default: data.root of the first run's config)")
+    v.add_argument(
+        "--workers", type=int, default=min(cores, 4), help="processes writing the images"
+    )
+    v.add_argument(
+        "--serve", action="store_true", help="also serve the site on 127.0.0.1 and print its URL"
+    )
+    v.add_argument("--port", type=int, default=8000, help="the port of --serve (0: any free one)")
+    v.set_defaults(func=_cmd_view)
 
     b = sub.add_parser("bench", help="inference speed at 720x1280 (see benchmarks/)")
     b.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1")

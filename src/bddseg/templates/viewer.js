@@ -1,0 +1,351 @@
+/* bddseg view: browse every evaluated image. Reads window.BDDSEG_VIEW (data.js); no network.
+ * Masks are class-id PNGs coloured by the SVG filter #classes (its tables are the palette;
+ * a hidden class gets alpha 0). Each image is one element [data-image=STEM] in #list.
+ * performance.mark("bddseg-shown") is set each time an image's views have all decoded. */
+(function () {
+  "use strict";
+  var D = window.BDDSEG_VIEW;
+  var $ = function (id) { return document.getElementById(id); };
+  if (!D) {
+    $("list").textContent = "data.js did not load: rebuild with bddseg view";
+    return;
+  }
+  var R = D.runs.length, NC = D.classes.length, OFF = D.official, RUNS = "ABCDEFGH";
+  var state = { visible: [], current: -1, hidden: {}, cell: null, shown: 0 };
+
+  function el(tag, attrs, text) {
+    var e = document.createElement(tag);
+    for (var k in attrs || {}) e.setAttribute(k, attrs[k]);
+    if (text != null) e.textContent = text;
+    return e;
+  }
+  function pct(v) { return v == null ? "—" : (100 * v).toFixed(1); }
+  function delta(a, b) {  // b - a in points, as a span with its sign's colour
+    if (a == null || b == null) return el("span", {}, "—");
+    var d = 100 * (b - a);
+    return el("span", { "class": Math.abs(d) < 0.05 ? "" : d > 0 ? "pos" : "neg" },
+      (d >= 0 ? "+" : "") + d.toFixed(1));
+  }
+  function runName(r) { return RUNS.charAt(r) || String(r + 1); }
+  function swatch(c) {
+    var s = el("span", { "class": "sw" });
+    s.style.background = "rgb(" + D.palette[c].join(",") + ")";
+    return s;
+  }
+  function url(dir, im) { return dir + encodeURIComponent(im.s) + ".png"; }
+
+  // ------------------------------------------------------------ colours (the SVG filter)
+  function setFilter() {
+    var ch = [[], [], [], []];
+    for (var v = 0; v < 256; v++) {
+      var c = v < NC ? D.palette[v] : null;
+      for (var k = 0; k < 3; k++) ch[k].push(c ? +(c[k] / 255).toFixed(5) : 0);
+      ch[3].push(c && !state.hidden[v] ? 1 : 0);
+    }
+    ["lut-r", "lut-g", "lut-b", "lut-a"].forEach(function (id, k) {
+      $(id).setAttribute("tableValues", ch[k].join(" "));
+    });
+  }
+
+  // ------------------------------------------------------------ the list
+  var cards = D.images.map(function (im, i) {
+    var card = el("div", { "class": "card", "data-image": im.s, "data-index": i });
+    var thumb = el("img", { loading: "lazy", decoding: "async", alt: "", src: im.t,
+      width: 128, height: 72 });
+    var info = el("div", { "class": "info" });
+    info.appendChild(el("div", { "class": "stem", title: im.s }, im.s));
+    var score = el("div", { "class": "score" });
+    for (var r = 0; r < R; r++) {
+      score.appendChild(document.createTextNode((R > 1 ? runName(r) + " " : "mIoU ") +
+        pct(im.miou[r]) + "  "));
+    }
+    if (R > 1) score.appendChild(delta(im.miou[0], im.miou[1]));
+    info.appendChild(score);
+    info.appendChild(el("div", { "class": "pixels" }));
+    card.appendChild(thumb);
+    card.appendChild(info);
+    card.addEventListener("click", function () { select(i); });
+    return card;
+  });
+
+  function byKey(key, descending) {  // nulls last, then by stem
+    return function (a, b) {
+      var x = key(D.images[a]), y = key(D.images[b]);
+      if (x == null || y == null) return (x == null) - (y == null) || a - b;
+      return (descending ? y - x : x - y) || a - b;
+    };
+  }
+  var SORTS = {
+    worst: ["worst mIoU first (" + (R > 1 ? "run A" : "this run") + ")",
+      byKey(function (im) { return im.miou[0]; }, false)],
+    best: ["best mIoU first", byKey(function (im) { return im.miou[0]; }, true)],
+    "class": ["a class's IoU, lowest first", null],
+    name: ["file name", function (a, b) { return a - b; }]
+  };
+  if (R > 1) {
+    SORTS.differ = ["where A and B differ most", byKey(function (im) {
+      return im.miou[0] == null || im.miou[1] == null ? null : Math.abs(im.miou[1] - im.miou[0]);
+    }, true)];
+    SORTS.gain = ["where B beats A most", byKey(function (im) {
+      return im.miou[0] == null || im.miou[1] == null ? null : im.miou[1] - im.miou[0];
+    }, true)];
+  }
+
+  function order() {
+    var cls = $("filter-class").value, idx, pixels = {};
+    if (state.cell) {  // the images with the most a -> b pixels, most first
+      var top = D.cells[state.cell.r][state.cell.a + "," + state.cell.b] || [];
+      idx = top.map(function (t) { pixels[t[0]] = t[1]; return t[0]; });
+    } else {
+      var mode = $("sort").value, cmp = SORTS[mode][1];
+      if (mode === "class") {
+        var c = +$("sort-class").value;
+        cmp = byKey(function (im) { return im.iou[0][c]; }, false);
+      }
+      idx = D.images.map(function (_, i) { return i; }).sort(cmp);
+    }
+    if (cls !== "") {
+      idx = idx.filter(function (i) { return D.images[i].c.indexOf(+cls) >= 0; });
+    }
+    return { idx: idx, pixels: pixels };
+  }
+
+  function render(keep) {
+    var o = order(), list = $("list"), frag = document.createDocumentFragment(), on = {};
+    o.idx.forEach(function (i) { on[i] = true; });
+    o.idx.forEach(function (i) {
+      var card = cards[i];
+      card.hidden = false;
+      card.querySelector(".pixels").textContent =
+        o.pixels[i] ? o.pixels[i].toLocaleString() + " px " + cellText() : "";
+      frag.appendChild(card);
+    });
+    cards.forEach(function (card, i) { if (!on[i]) { card.hidden = true; frag.appendChild(card); } });
+    list.appendChild(frag);
+    state.visible = o.idx;
+    $("count").textContent = o.idx.length + " of " + D.images.length + " images";
+    $("sort-class-label").hidden = $("sort").value !== "class" || !!state.cell;
+    var note = $("filter-note");
+    note.textContent = "";
+    if (state.cell) {
+      note.textContent = "most " + cellText() + " pixels" + (R > 1 ? " (run " + runName(state.cell.r) + ")" : "");
+      var clear = el("button", { type: "button", id: "clear-cell" }, "clear");
+      clear.addEventListener("click", function () { state.cell = null; drawConfusion(); render(); });
+      note.appendChild(clear);
+    }
+    if (keep && on[state.current]) return;
+    if (o.idx.length) select(o.idx[0]);
+  }
+  function cellText() {
+    return state.cell ? D.classes[state.cell.a] + " → " + D.classes[state.cell.b] : "";
+  }
+
+  // ------------------------------------------------------------ one image
+  var views = [];  // {img: the layer(s) to set, src(im)}
+  function panel(caption, photo, layers) {
+    var fig = el("figure", { "class": "panel" }), stack = el("div", { "class": "stack" });
+    var imgs = [];
+    if (photo) { var p = el("img", { "class": "photo", alt: "" }); stack.appendChild(p); imgs.push([p, "photo"]); }
+    layers.forEach(function (l) {
+      var img = el("img", { "class": l[0], alt: "" });
+      stack.appendChild(img);
+      imgs.push([img, l[1]]);
+    });
+    fig.appendChild(stack);
+    fig.appendChild(el("figcaption", {}, caption));
+    $("panels").appendChild(fig);
+    views.push({ stack: stack, imgs: imgs });
+  }
+  function buildPanels() {
+    if (D.photos) panel("photo", true, []);
+    panel("truth", D.photos, [["mask", "truth"]]);
+    for (var r = 0; r < R; r++) {
+      panel("prediction" + (R > 1 ? " " + runName(r) + ": " + D.runs[r].name : ""), D.photos,
+        [["mask", "pred" + r]]);
+    }
+    for (r = 0; r < R; r++) {
+      panel("wrong pixels (red; grey: unlabelled)" + (R > 1 ? " " + runName(r) : ""), D.photos,
+        D.photos ? [["error", "error" + r]] : [["under", "truth"], ["error", "error" + r]]);
+    }
+  }
+  function source(im, what) {
+    if (what === "photo") return im.p;
+    if (what === "truth") return url("truth/", im);
+    if (what.slice(0, 4) === "pred") {
+      return im.m[+what.slice(4)] ? url("pred/" + what.slice(4) + "/", im) : null;
+    }
+    return url("error/" + what.slice(5) + "/", im);
+  }
+
+  function select(i) {
+    if (i == null || i < 0) return;
+    var im = D.images[i], prev = cards[state.current];
+    if (prev) prev.classList.remove("active");
+    state.current = i;
+    cards[i].classList.add("active");
+    cards[i].scrollIntoView({ block: "nearest" });
+    $("title").textContent = im.s + "  ·  " + im.w + "×" + im.h;
+    var pending = [], ticket = ++state.shown;
+    views.forEach(function (v) {
+      v.stack.style.aspectRatio = im.w + " / " + im.h;
+      v.stack.classList.toggle("has-photo", !!im.p);
+      v.imgs.forEach(function (pair) {
+        var src = source(im, pair[1]);
+        pair[0].hidden = !src;
+        if (src && pair[0].getAttribute("src") !== src) {
+          pair[0].src = src;
+          pending.push(pair[0].decode().catch(function () {}));
+        }
+      });
+    });
+    Promise.all(pending).then(function () {
+      requestAnimationFrame(function () {
+        if (ticket !== state.shown) return;
+        document.body.setAttribute("data-shown", im.s);
+        performance.mark("bddseg-shown");
+        prefetch();
+      });
+    });
+    drawImageMetrics(im);
+    drawLegend(im);
+    if (location.protocol !== "about:") history.replaceState(null, "", "#" + encodeURIComponent(im.s));
+  }
+  function prefetch() {  // the next image's views, so that → shows it at once
+    var pos = state.visible.indexOf(state.current), next = D.images[state.visible[pos + 1]];
+    if (!next) return;
+    views.forEach(function (v) {
+      v.imgs.forEach(function (pair) { var s = source(next, pair[1]); if (s) new Image().src = s; });
+    });
+  }
+  function move(step) {
+    var pos = state.visible.indexOf(state.current);
+    var next = state.visible[Math.min(state.visible.length - 1, Math.max(0, pos + step))];
+    if (next != null && next !== state.current) select(next);
+  }
+
+  function drawImageMetrics(im) {
+    var t = $("image-metrics");
+    t.textContent = "";
+    var head = el("tr");
+    head.appendChild(el("th", {}, ""));
+    for (var r = 0; r < R; r++) head.appendChild(el("th", {}, R > 1 ? runName(r) : "this run"));
+    if (R > 1) head.appendChild(el("th", {}, "B − A"));
+    t.appendChild(head);
+    function row(name, vals, cls, sw) {
+      var tr = el("tr", cls ? { "class": cls } : {}), td = el("td");
+      if (sw != null) td.appendChild(swatch(sw));
+      td.appendChild(document.createTextNode(name));
+      tr.appendChild(td);
+      vals.forEach(function (v) { tr.appendChild(el("td", {}, pct(v))); });
+      if (R > 1) { var d = el("td"); d.appendChild(delta(vals[0], vals[1])); tr.appendChild(d); }
+      t.appendChild(tr);
+    }
+    row("mIoU (official, this image)", im.miou, "");
+    row("pixel accuracy", im.acc, "");
+    for (var c = 0; c < OFF; c++) {
+      var vals = im.iou.map(function (a) { return a[c]; });
+      if (vals.every(function (v) { return v == null; })) continue;
+      var here = im.c.indexOf(c) >= 0;
+      row(D.classes[c] + (here ? "" : " (not in truth)"), vals, here ? "" : "absent", c);
+    }
+  }
+
+  var legendBoxes = [];
+  function buildLegend() {
+    var box = $("legend");
+    for (var c = 0; c < NC; c++) {
+      var label = el("label", { "data-class": c }), cb = el("input", { type: "checkbox" });
+      cb.checked = true;
+      cb.addEventListener("change", (function (c, cb) {
+        return function () { state.hidden[c] = !cb.checked; setFilter(); };
+      })(c, cb));
+      label.appendChild(cb);
+      label.appendChild(swatch(c));
+      label.appendChild(document.createTextNode(D.classes[c]));
+      box.appendChild(label);
+      legendBoxes.push(cb);
+    }
+    function all(on) {
+      legendBoxes.forEach(function (cb, c) { cb.checked = on; state.hidden[c] = !on; });
+      setFilter();
+    }
+    $("all-classes").addEventListener("click", function () { all(true); });
+    $("no-classes").addEventListener("click", function () { all(false); });
+  }
+  function drawLegend(im) {
+    var labels = $("legend").children;
+    for (var c = 0; c < labels.length; c++) labels[c].classList.toggle("here", im.c.indexOf(c) >= 0);
+  }
+
+  // ------------------------------------------------------------ the confusion matrix
+  function drawConfusion() {
+    var r = +($("confusion-run").value || 0), m = D.confusion[r], box = $("confusion");
+    var t = el("table"), head = el("tr");
+    box.textContent = "";
+    head.appendChild(el("th", {}, "true ↓ predicted →"));
+    D.classes.forEach(function (n) { head.appendChild(el("th", {}, n)); });
+    var thead = el("thead"), tbody = el("tbody");
+    thead.appendChild(head);
+    m.forEach(function (rowCounts, a) {
+      var total = rowCounts.reduce(function (s, v) { return s + v; }, 0), tr = el("tr");
+      tr.appendChild(el("th", {}, D.classes[a]));
+      rowCounts.forEach(function (n, b) {
+        var share = total ? n / total : 0;
+        var td = el("td", { "data-cell": a + "," + b, title: D.classes[a] + " → " + D.classes[b] +
+          ": " + n.toLocaleString() + " px (" + (100 * share).toFixed(2) + "% of the row)" });
+        if (!n) { td.className = "empty"; td.textContent = "·"; } else {
+          td.textContent = share >= 0.995 ? "100" : share >= 0.01 ? (100 * share).toFixed(0) : "<1";
+          var hue = a === b ? 130 : 5;
+          td.style.background = "hsla(" + hue + ",70%,45%," + (0.08 + 0.8 * Math.sqrt(share)).toFixed(3) + ")";
+          td.addEventListener("click", function () {
+            state.cell = { r: r, a: a, b: b };
+            box.querySelectorAll("td.on").forEach(function (x) { x.classList.remove("on"); });
+            td.classList.add("on");
+            render();
+          });
+        }
+        if (state.cell && state.cell.r === r && state.cell.a === a && state.cell.b === b) td.classList.add("on");
+        tr.appendChild(td);
+      });
+      tbody.appendChild(tr);
+    });
+    t.appendChild(thead);
+    t.appendChild(tbody);
+    box.appendChild(t);
+  }
+
+  // ------------------------------------------------------------ start
+  function options(select, pairs) {
+    pairs.forEach(function (p) { select.appendChild(el("option", { value: p[0] }, p[1])); });
+  }
+  options($("sort"), Object.keys(SORTS).map(function (k) { return [k, SORTS[k][0]]; }));
+  var classes = [];
+  for (var c = 0; c < OFF; c++) classes.push([c, D.classes[c]]);
+  options($("sort-class"), classes);
+  options($("filter-class"), classes);
+  options($("confusion-run"), D.runs.map(function (run, r) { return [r, runName(r) + ": " + run.name]; }));
+  $("confusion-run").hidden = R < 2;
+  ["sort", "sort-class", "filter-class"].forEach(function (id) {
+    $(id).addEventListener("change", function () { render(false); });
+  });
+  $("confusion-run").addEventListener("change", drawConfusion);
+  $("opacity").addEventListener("input", function (e) {
+    document.documentElement.style.setProperty("--mask-opacity", e.target.value / 100);
+  });
+  document.addEventListener("keydown", function (e) {
+    var tag = (e.target && e.target.tagName) || "";
+    if (tag === "SELECT" || tag === "TEXTAREA" || (tag === "INPUT" && e.target.type !== "checkbox")) return;
+    if (e.key === "ArrowRight" || e.key === "ArrowDown") { move(1); e.preventDefault(); }
+    if (e.key === "ArrowLeft" || e.key === "ArrowUp") { move(-1); e.preventDefault(); }
+  });
+  setFilter();
+  buildPanels();
+  buildLegend();
+  drawConfusion();
+  render(false);
+  var wanted = decodeURIComponent(location.hash.slice(1));
+  if (wanted) {
+    var at = D.images.findIndex(function (im) { return im.s === wanted; });
+    if (at >= 0) select(at);
+  }
+})();

@@ -1,0 +1,386 @@
+"""``bddseg view``: a static site to browse every evaluated image of one or more runs.
+
+Reads each run's evaluation (``RUN/eval/SPLIT``: ``per_image.csv``, ``confusion.json``,
+``pred/STEM.png``) and the dataset the run's ``config.yaml`` names (the truth masks, and the
+photos where there are any), and writes into ``OUT``::
+
+    index.html  viewer.js  viewer.css   the page (no network: no CDN, no web fonts)
+    data.js        every image's numbers, the confusion matrices and, for each cell
+                   (true a, predicted b), the images with the most a -> b pixels
+    photo/STEM.*   the photos, copied          thumb/STEM.jpg|png  320 px wide
+    truth/STEM.png, pred/R/STEM.png            class ids (8-bit grayscale), coloured in the
+                                               browser by an SVG filter (class toggles)
+    error/R/STEM.png                           run R's wrong pixels (palette PNG)
+
+The data is a script (``data.js`` sets ``window.BDDSEG_VIEW``), not JSON: Chromium refuses
+``fetch`` of a ``file://`` URL, and a canvas that draws a ``file://`` image is tainted, so
+the masks stay plain class-id PNGs and an SVG filter colours them (a lookup table per
+channel). Each image's own numbers are counted here from its truth and prediction
+(:func:`bddseg.fastpng.joint_histogram`, folded by :func:`bddseg.metrics.fold_histogram`
+and read by :func:`bddseg.metrics.official_arrays`: the numbers of ``per_image.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import functools
+import http.server
+import importlib.resources
+import io
+import json
+import math
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import numpy as np
+from PIL import Image
+
+from bddseg import fastpng, metrics, runs
+from bddseg._version import __version__
+from bddseg.config import LossConfig, ModelConfig, load_yaml
+from bddseg.errors import BddsegError, warn
+from bddseg.files import atomic_path, atomic_write_bytes, atomic_write_text, read_json
+from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20, PALETTE
+from bddseg.layout import list_pairs
+from bddseg.masks import decode_mask, read_bytes
+from bddseg.parallel import parallel_map
+
+VIEW_DIR = "view"  # RUN/view/: where `bddseg view RUN` writes by default
+VIEW_INDEX = "index.html"
+ASSETS = ("viewer.js", "viewer.css")
+THUMB_WIDTH = 320
+TOP_PER_CELL = 50  # images kept per confusion cell: enough to browse, small data.js
+UNKNOWN_COLOR = (255, 255, 255)  # a 20-class model's unknown (19), drawn in the viewer only
+ERROR_PALETTE = ((0, 0, 0), (255, 32, 32), (128, 128, 128))  # right, wrong, unlabelled truth
+ERROR_ALPHA = bytes((0, 255, 110))
+
+__all__ = ["VIEW_DIR", "ViewRun", "build_view", "default_out", "run_label", "serve"]
+
+
+def run_label(name: str, config: dict) -> str:
+    """``NAME (ARCH/ENCODER, LOSS, weights=W)``: what tells runs apart in a comparison.
+
+    Read from the run's config; a key it lacks (a hand-written or older file) takes the
+    default of :mod:`bddseg.config`, as training would have."""
+
+    def section(key: str, defaults: Any) -> dict:
+        given = config.get(key)
+        return {**dataclasses.asdict(defaults), **(given if isinstance(given, dict) else {})}
+
+    model, loss = section("model", ModelConfig()), section("loss", LossConfig())
+    return (
+        f"{name} ({model['arch']}/{model['encoder']}, {loss['name']}, "
+        f"weights={loss['class_weights']})"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewRun:
+    """One run's evaluation, as the viewer reads it."""
+
+    dir: Path
+    name: str
+    label: str
+    config: dict
+    eval_dir: Path
+    stems: tuple[str, ...]  # per_image.csv's order
+    confusion: list[list[int]]
+    miou: float | None
+
+
+def _evaluate_hint(run_dir: Path, split: str) -> str:
+    ev = runs.eval_dir(run_dir, split)
+    return (
+        f"run `bddseg evaluate --checkpoint {run_dir / runs.BEST} --data ROOT --split {split} "
+        f"--out {ev}` first"
+    )
+
+
+def load_view_run(run_dir: str | Path, split: str = runs.EVAL_SPLIT) -> ViewRun:
+    """Read what the viewer needs from ``run_dir``.
+
+    Raises:
+        BddsegError: no ``config.yaml``, or no evaluation of ``split`` (the message says
+            which ``bddseg evaluate`` to run first).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG).is_file():
+        raise BddsegError(f"no {runs.CONFIG}: not a run directory (train writes one)", run_dir)
+    ev = runs.eval_dir(run_dir, split)
+    needed = (runs.PER_IMAGE, runs.CONFUSION, runs.PRED_DIR)
+    if not all((ev / n).exists() for n in needed):
+        missing = next(n for n in needed if not (ev / n).exists())
+        raise BddsegError(f"no {missing} in {ev}: {_evaluate_hint(run_dir, split)}", run_dir)
+    with open(ev / runs.PER_IMAGE, newline="", encoding="utf-8") as f:
+        stems = tuple(row["stem"] for row in csv.DictReader(f))
+    confusion = read_json(ev / runs.CONFUSION, "confusion matrix")
+    scores = read_json(ev / runs.METRICS, "metrics") if (ev / runs.METRICS).is_file() else {}
+    config = load_yaml(run_dir / runs.CONFIG)
+    name = run_dir.resolve().name
+    return ViewRun(
+        run_dir, name, run_label(name, config), config, ev, stems, confusion["matrix"],
+        (scores.get("official") or {}).get("miou"),
+    )  # fmt: skip
+
+
+def _dataset_root(run: ViewRun, data_root: str | Path | None) -> Path:
+    """``data_root``, else the run's ``data.root`` (absolute, relative to the cwd, or to the
+    run folder)."""
+    if data_root is not None:
+        return Path(data_root)
+    root = (run.config.get("data") or {}).get("root")
+    if not root:
+        raise BddsegError(f"{runs.CONFIG} has no data.root: give --data ROOT", run.dir)
+    for candidate in (Path(root), run.dir / root):
+        if candidate.is_dir():
+            return candidate
+    raise BddsegError(f"dataset root {root} (data.root of {runs.CONFIG}) not found: give --data")
+
+
+def default_out(run_dirs: list[Path]) -> Path:
+    """``RUN/view`` for one run; for several, ``view`` beside the first run."""
+    first = Path(run_dirs[0])
+    return first / VIEW_DIR if len(run_dirs) == 1 else first.parent / VIEW_DIR
+
+
+# ---------------------------------------------------------------- per image (worker side)
+def _is_gray8(data: bytes) -> bool:
+    """An 8-bit grayscale PNG (IHDR depth 8, colour type 0): the browser reads its values."""
+    return len(data) > 26 and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == 0
+
+
+def _png(array: np.ndarray, palette: tuple | None = None, alpha: bytes | None = None) -> bytes:
+    im = Image.fromarray(array, "L" if palette is None else "P")
+    if palette is not None:
+        im.putpalette([v for rgb in palette for v in rgb])
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1, **({"transparency": alpha} if alpha else {}))
+    return buf.getvalue()
+
+
+def _copy_ids(data: bytes, mask: np.ndarray, dest: Path) -> None:
+    """A class-id mask as an 8-bit grayscale PNG: its own bytes when it is one (no re-encode)."""
+    atomic_write_bytes(dest, data if _is_gray8(data) else _png(mask))
+
+
+def _thumb(photo: Path | None, truth: np.ndarray, dest_stem: Path) -> str:
+    """A THUMB_WIDTH-wide thumbnail: the photo (JPEG) or else the coloured truth (PNG)."""
+    if photo is not None:
+        with Image.open(photo) as im:
+            w, h = im.size
+            size = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
+            im.draft("RGB", size)  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+            small = im.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        path = dest_stem.with_suffix(".jpg")
+        with atomic_path(path) as tmp:
+            small.save(tmp, format="JPEG", quality=80)
+        return path.name
+    step = max(1, math.ceil(truth.shape[1] / THUMB_WIDTH))
+    lut = (*PALETTE, UNKNOWN_COLOR, *[(0, 0, 0)] * (256 - NUM_CLASSES_20))
+    path = dest_stem.with_suffix(".png")
+    atomic_write_bytes(path, _png(np.ascontiguousarray(truth[::step, ::step]), lut))
+    return path.name
+
+
+def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, pred: np.ndarray | None):
+    """``int64 (20, 20)`` of one image, as evaluate counts it (a missing prediction: misses)."""
+    hist = None if pred_data is None else fastpng.joint_histogram(gt_data, pred_data)
+    if hist is None:
+        hist = metrics.value_histogram(np.full_like(gt, IGNORE_VALUE) if pred is None else pred, gt)
+    return metrics.fold_histogram(hist, strict_pred=False)
+
+
+def _build_chunk(items: list[tuple], out: str) -> list[tuple]:
+    """Write one chunk's files; returns per image ``(stem, int64 (R, 20, 20) confusion
+    matrices, thumbnail name, photo name | None, (H, W), [has a prediction, per run])``.
+
+    ``items``: ``(stem, photo path | None, truth path, (prediction path | None per run))``.
+    """
+    out_dir, done = Path(out), []
+    for stem, photo, truth_path, preds in items:
+        gt_data = read_bytes(truth_path, "ground-truth mask")
+        gt = decode_mask(gt_data, truth_path, "ground-truth mask")
+        _copy_ids(gt_data, gt, out_dir / "truth" / f"{stem}.png")
+        cms = []
+        for r, pred_path in enumerate(preds):
+            pred_data = pred = None
+            if pred_path is not None:
+                pred_data = read_bytes(pred_path, "prediction")
+                pred = decode_mask(pred_data, pred_path, "prediction")
+                if pred.shape != gt.shape:
+                    raise BddsegError(f"prediction is not the size of {truth_path}", pred_path)
+                _copy_ids(pred_data, pred, out_dir / "pred" / str(r) / f"{stem}.png")
+            try:
+                cms.append(_confusion(gt_data, gt, pred_data, pred))
+            except BddsegError as e:
+                raise BddsegError(e.problem, truth_path) from None
+            wrong = np.ones_like(gt) if pred is None else (pred != gt).view(np.uint8)
+            wrong[gt == IGNORE_VALUE] = 2
+            error = _png(wrong, ERROR_PALETTE, ERROR_ALPHA)
+            atomic_write_bytes(out_dir / "error" / str(r) / f"{stem}.png", error)
+        thumb = _thumb(photo, gt, out_dir / "thumb" / stem)
+        photo_name = None
+        if photo is not None:
+            photo_name = f"{stem}{Path(photo).suffix.lower()}"
+            with atomic_path(out_dir / "photo" / photo_name) as tmp:
+                shutil.copyfile(photo, tmp)
+        done.append(
+            (stem, np.stack(cms), thumb, photo_name, gt.shape, [p is not None for p in preds])
+        )
+    return done
+
+
+# ---------------------------------------------------------------- the site
+def _r(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), digits)
+
+
+def _image_entry(
+    stem: str, cms: np.ndarray, thumb: str, photo: str | None, shape: tuple, has: list[bool]
+) -> dict:
+    scores = [metrics.official_arrays(cm) for cm in cms]
+    return {
+        "s": stem,
+        "t": "thumb/" + quote(thumb),
+        "p": None if photo is None else "photo/" + quote(photo),
+        "h": int(shape[0]),
+        "w": int(shape[1]),
+        "m": [int(h) for h in has],
+        "miou": [_r(a["miou"]) for a in scores],
+        "acc": [_r(a["pixel_accuracy"]) for a in scores],
+        "iou": [[_r(v, 3) for v in a["iou"]] for a in scores],
+        "c": [int(i) for i in np.flatnonzero(scores[0]["present"])],
+    }
+
+
+def _top_cells(cms: np.ndarray, n: int = TOP_PER_CELL) -> dict[str, list[list[int]]]:
+    """``{"a,b": [[image index, pixels], ...]}`` for ``cms`` ``int64 (N, 20, 20)``: per cell,
+    the ``n`` images with the most true-a predicted-b pixels, most first; empty cells left out."""
+    flat = cms.reshape(len(cms), -1)
+    k = min(n, len(cms))
+    top = np.argpartition(-flat, k - 1, axis=0)[:k] if k < len(cms) else np.argsort(-flat, 0)
+    cells = {}
+    for cell in np.flatnonzero(flat.sum(0)):
+        idx = top[:, cell]
+        idx = idx[np.argsort(-flat[idx, cell], kind="stable")]
+        idx = idx[flat[idx, cell] > 0]
+        cells[f"{cell // NUM_CLASSES_20},{cell % NUM_CLASSES_20}"] = [
+            [int(i), int(flat[i, cell])] for i in idx
+        ]
+    return cells
+
+
+def _items(view_runs: list[ViewRun], split: str, data_root: str | Path | None) -> list[tuple]:
+    """``(stem, photo, truth, preds)`` for every image the first run evaluated."""
+    root = _dataset_root(view_runs[0], data_root)
+    pairs = {p.stem: p for p in list_pairs(root, split)}
+    items, no_truth = [], []
+    for stem in view_runs[0].stems:
+        pair = pairs.get(stem)
+        if pair is None or pair.mask is None:
+            no_truth.append(stem)
+            continue
+        preds = []
+        for run in view_runs:
+            p = run.eval_dir / runs.PRED_DIR / f"{stem}.png"
+            preds.append(str(p) if p.is_file() else None)
+        items.append((stem, None if pair.image is None else str(pair.image), str(pair.mask), preds))
+    if no_truth:
+        warn(f"{len(no_truth)} evaluated image(s) have no truth mask under {root}; left out")
+    if not items:
+        raise BddsegError(
+            f"none of the evaluated images has a truth mask in its {split} split", root
+        )
+    return items
+
+
+def build_view(
+    run_dirs: list[str | Path],
+    out: str | Path | None = None,
+    split: str = runs.EVAL_SPLIT,
+    data_root: str | Path | None = None,
+    workers: int = 1,
+) -> Path:
+    """Write the viewer of ``split`` for ``run_dirs`` into ``out`` (default
+    :func:`default_out`); returns its ``index.html``.
+
+    Every image the first run evaluated is shown; a later run without its prediction counts
+    it as all misses (as ``bddseg evaluate``). Photos are optional: without them the viewer
+    draws the masks alone.
+
+    Args:
+        data_root: the dataset (default: the first run's ``data.root``).
+        workers: processes writing the images (see :func:`bddseg.parallel.parallel_map`).
+
+    Raises:
+        BddsegError: a run without its evaluation (the message says what to run first), a
+            dataset root not found, an unreadable mask.
+    """
+    if not run_dirs:
+        raise BddsegError("give at least one run directory")
+    view_runs = [load_view_run(d, split) for d in run_dirs]
+    names = [r.name for r in view_runs]
+    for i, r in enumerate(view_runs):  # the same folder name twice: number them
+        if names.count(r.name) > 1:
+            label = run_label(f"{r.name}-{i + 1}", r.config)
+            view_runs[i] = dataclasses.replace(r, name=f"{r.name}-{i + 1}", label=label)
+    out = Path(out) if out is not None else default_out([Path(d) for d in run_dirs])
+    items = _items(view_runs, split, data_root)
+    done = [row for part in parallel_map(_build_chunk, items, workers, str(out)) for row in part]
+    images = [_image_entry(*row) for row in done]
+    cms = np.stack([row[1] for row in done])  # (N, R, 20, 20)
+    data = {
+        "version": __version__,
+        "split": split,
+        "classes": list(CLASS_NAMES_20),
+        "official": NUM_CLASSES,
+        "palette": [list(c) for c in (*PALETTE, UNKNOWN_COLOR)],
+        "runs": [{"name": r.name, "label": r.label, "miou": _r(r.miou)} for r in view_runs],
+        "confusion": [r.confusion for r in view_runs],
+        "cells": [_top_cells(cms[:, i]) for i in range(len(view_runs))],
+        "photos": any(im["p"] for im in images),
+        "images": images,
+    }
+    text = json.dumps(data, separators=(",", ":"), allow_nan=False)
+    atomic_write_text(out / "data.js", f"window.BDDSEG_VIEW = {text};\n")
+    templates = importlib.resources.files("bddseg") / "templates"
+    for name in ASSETS:
+        atomic_write_bytes(out / name, (templates / name).read_bytes())
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("bddseg", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+    )
+    html = env.get_template("viewer.html").render(
+        title="bddseg view: " + " vs ".join(r.name for r in view_runs),
+        runs=data["runs"],
+        split=split,
+        count=len(images),
+        version=__version__,
+        generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    )
+    atomic_write_text(out / VIEW_INDEX, html)
+    return out / VIEW_INDEX
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        pass
+
+
+def serve(folder: str | Path, port: int = 8000) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve ``folder`` on 127.0.0.1:``port`` (0: any free port) from a daemon thread;
+    returns the server (``shutdown()`` stops it) and its URL."""
+    handler = functools.partial(_Quiet, directory=str(folder))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as e:
+        raise BddsegError(f"cannot serve on 127.0.0.1:{port} ({e.strerror or e})") from None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/{VIEW_INDEX}"
