@@ -30,14 +30,14 @@ def mode(path) -> int:
 def test_files_honour_the_umask(tmp_path, umask):
     """A checkpoint, a mask, metrics.json and the report get what `open(..., "w")` gives."""
     from bddseg.checkpoints import save_checkpoint
-    from bddseg.evaluate import _save_mask
+    from bddseg.masks import write_mask
 
     for mask, expected in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
         umask(mask)
         assert current_umask() == mask
         d = tmp_path / f"{mask:o}"
         save_checkpoint(d / "best.pt", {"model": {"w": torch.zeros(2)}})
-        _save_mask(d / "pred" / "a.png", np.zeros((4, 6), dtype=np.uint8))
+        write_mask(d / "pred" / "a.png", np.zeros((4, 6), dtype=np.uint8))
         atomic_write_text(d / "metrics.json", "{}\n")
         atomic_write_text(d / "report.html", "<html></html>\n")
         with open(d / "plain.txt", "w") as f:

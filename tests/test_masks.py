@@ -129,3 +129,17 @@ def test_ancillary_chunks_and_split_idats_still_decode():
     png = join_chunks([chunks[0], *extra, *pieces, (b"tIME", bytes(7)), chunks[-1]])
     assert masks.png_problem(png) is None
     assert (masks.decode_mask(png) == sound_array()).all()
+
+
+def test_write_mask_writes_an_8_bit_grayscale_png_that_reads_back(tmp_path):
+    """The one mask writer (predict's masks/ and evaluate's pred/): Pillow's plain PNG of a
+    mode-L image, byte for byte, into a folder it creates."""
+    mask = np.arange(6 * 7, dtype=np.uint8).reshape(6, 7) % 20
+    mask[0, 0] = 255
+    masks.write_mask(tmp_path / "new" / "m.png", mask)
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    assert (tmp_path / "new" / "m.png").read_bytes() == buf.getvalue()
+    assert Image.open(tmp_path / "new" / "m.png").mode == "L"
+    assert (masks.read_mask(tmp_path / "new" / "m.png", check_values=False) == mask).all()
+    assert [p.name for p in (tmp_path / "new").iterdir()] == ["m.png"]  # no temporary left

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from bddseg import fastpng, metrics, runs
 from bddseg.config import INFERENCE_PRECISION
 from bddseg.errors import BddsegError, warn
-from bddseg.files import atomic_path, atomic_write_text
+from bddseg.files import atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
-from bddseg.masks import decode_mask, read_bytes
+from bddseg.masks import decode_mask, read_bytes, write_mask
 from bddseg.parallel import Preloaded, can_preload, parallel_map
 
 PER_CLASS_COLUMNS = (
@@ -362,11 +361,6 @@ def eval_dataset(data_cfg: Any, split: str, on_bad_sample: str = "error") -> Any
     return build_dataset(cfg, split, train=False, normalize=False, full_masks=True)
 
 
-def _save_mask(path: Path, pred: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(pred).save(tmp, format="PNG")  # uint8 (H, W): mode L
-
-
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data_root: str | Path,
@@ -429,7 +423,7 @@ def evaluate_checkpoint(
     out = Path(out_dir)
 
     def save(stem: str, pred: np.ndarray) -> None:
-        _save_mask(out / runs.PRED_DIR / f"{stem}.png", pred)
+        write_mask(out / runs.PRED_DIR / f"{stem}.png", pred)
 
     scored = score_split(
         predictor, dataset, batch_size=batch_size, workers=workers, min_pixels=min_pixels,

@@ -1,4 +1,5 @@
-"""Reading PNG masks (and PNG bytes in general): the one decoder, torch-free.
+"""Reading PNG masks (and PNG bytes in general): the one decoder, torch-free; and the one
+writer of mask PNGs (:func:`write_mask`).
 
 Training, ``data check``, evaluation and the report all read masks through
 :func:`read_mask`: the chunk CRCs are checked first (neither Pillow's decoder, nor libspng as
@@ -23,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from bddseg.errors import BddsegError
+from bddseg.files import atomic_path
 from bddseg.labels import IGNORE_VALUE, NUM_CLASSES
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -254,6 +256,14 @@ def read_mask(path: str | Path, what: str = "mask", check_values: bool = True) -
     return decode_mask(read_bytes(path, what), path, what)
 
 
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """Write ``mask`` (uint8 ``(H, W)``, train ids) to ``path`` as an 8-bit grayscale PNG,
+    atomically: the masks of ``bddseg predict`` and ``bddseg evaluate --checkpoint``, so the
+    two are the same bytes; :func:`read_mask` reads them back."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(mask).save(tmp, format="PNG")  # uint8 (H, W): mode L
+
+
 __all__ = [
     "MAX_SIDE",
     "PNG_SIGNATURE",
@@ -268,4 +278,5 @@ __all__ = [
     "read_bytes",
     "read_mask",
     "read_mask_counts",
+    "write_mask",
 ]

@@ -29,6 +29,7 @@ from bddseg.data import read_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.files import atomic_path
 from bddseg.layout import IMAGE_SUFFIXES
+from bddseg.masks import write_mask
 from bddseg.predictor import load_predictor, same_size_batches
 from bddseg.progress import progress_bar
 
@@ -217,20 +218,26 @@ def write_outputs(
 ) -> None:
     """Write ``masks/NAME.png`` (L, train ids), ``color/NAME.png`` (RGB, official palette) and
     ``overlay/NAME.jpg`` (image and colors half and half; 255 shows the image), atomically
-    (:func:`bddseg.colors.colorize`, :func:`bddseg.colors.overlay`).
+    (:func:`bddseg.masks.write_mask`, :func:`bddseg.colors.colorize`,
+    :func:`bddseg.colors.overlay`).
 
     Args:
         image: uint8 ``(H, W, 3)`` RGB. mask: uint8 ``(H, W)``.
     """
     from PIL import Image
 
-    def save(array: np.ndarray, fmt: str, **kw: Any) -> None:
+    def path(fmt: str) -> Path:
         sub, suffix = FORMATS[fmt]
-        with atomic_path(out_dir / sub / f"{name}{suffix}") as tmp:
-            Image.fromarray(array).save(tmp, format="JPEG" if suffix == ".jpg" else "PNG", **kw)
+        return out_dir / sub / f"{name}{suffix}"
+
+    def save(array: np.ndarray, fmt: str, **kw: Any) -> None:
+        target = path(fmt)
+        with atomic_path(target) as tmp:
+            kind = "JPEG" if target.suffix == ".jpg" else "PNG"
+            Image.fromarray(array).save(tmp, format=kind, **kw)
 
     if "mask" in formats:
-        save(mask, "mask")
+        write_mask(path("mask"), mask)
     if "color" in formats:
         save(colorize(mask), "color")
     if "overlay" in formats:
