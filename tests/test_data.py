@@ -1,6 +1,6 @@
-"""Tests for bddseg.data: decoding, the dataset, collating and the loader (finding the pairs
-is tested in tests/test_layout.py, checking in tests/test_check.py, the statistics in
-tests/test_stats.py)."""
+"""Tests for bddseg.data: decoding, the dataset and collating (finding the pairs is tested in
+tests/test_layout.py, checking in tests/test_check.py, the statistics in tests/test_stats.py,
+the training order and its loader in tests/test_sampling.py)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,10 @@ from test_layout import H, W, make_tree, mask_array, write_pair
 
 from bddseg import data
 from bddseg.config import DataConfig
-from bddseg.data import SegDataset, build_dataset, build_loader, read_image, read_mask
+from bddseg.data import SegDataset, build_dataset, read_image, read_mask
 from bddseg.errors import BddsegError
 from bddseg.layout import Pair, list_pairs
+from bddseg.sampling import train_loader
 
 
 # ---------------------------------------------------------------- helpers
@@ -192,31 +193,13 @@ def test_skip_bad_samples_and_count_them(tmp_path):
     with pytest.raises(BddsegError, match="train-02.jpg"):
         strict[2]
     ds = build_dataset(_cfg(root, on_bad_sample="skip"), "train", train=True)
-    batches = list(build_loader(ds, batch_size=2, shuffle=False, workers=0, seed=0))
-    assert [b.skipped for b in batches] == [0, 1]
-    assert batches[1].images.shape == (1, 3, 16, 24) and batches[1].masks.dtype == torch.int64
-    images, masks, skipped = batches[0]
+    # training's loader: one epoch of 2 batches of 2, in a seeded order
+    batches = list(train_loader(ds, 2, 1, 0, 2, seed=0, epoch=0))
+    assert sorted(b.skipped for b in batches) == [0, 1]
+    short = next(b for b in batches if b.skipped)
+    assert short.images.shape == (1, 3, 16, 24) and short.masks.dtype == torch.int64
+    images, masks, skipped = next(b for b in batches if not b.skipped)
     assert images.shape == (2, 3, 16, 24) and skipped == 0
-
-
-def _epoch(ds, seed, workers=0):
-    loader = build_loader(ds, batch_size=2, shuffle=True, workers=workers, seed=seed)
-    return [(b.images, b.masks) for b in loader]
-
-
-def _same(a, b) -> bool:
-    return all(
-        torch.equal(x, y) for pa, pb in zip(a, b, strict=True) for x, y in zip(pa, pb, strict=True)
-    )
-
-
-def test_loader_is_deterministic_for_a_seed(tmp_path):
-    root = make_tree(tmp_path, "flat", counts=(("train", 4),))
-    ds = build_dataset(_cfg(root), "train", train=True)
-    first, again, other = _epoch(ds, 3), _epoch(ds, 3), _epoch(ds, 4)
-    assert _same(first, again) and not _same(first, other)
-    with_workers = _epoch(ds, 3, workers=2)
-    assert _same(with_workers, _epoch(ds, 3, workers=2))
 
 
 def test_segdataset_rejects_unpaired():

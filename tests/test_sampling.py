@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_layout import make_tree
 
-from bddseg.sampling import EpochSampler, rare_class_weights
+from bddseg.config import DataConfig
+from bddseg.data import build_dataset
+from bddseg.sampling import EpochSampler, rare_class_weights, train_loader
 
 
 def test_rare_class_weights_by_hand():
@@ -46,3 +49,24 @@ def test_weighted_epochs_are_seeded_resumable_and_follow_the_weights():
     assert [i for i, _ in again] == order[20:]  # resuming mid-epoch: the same draws
     again.set_epoch(2)
     assert [i for i, _ in again] != order
+
+
+def _same(a, b) -> bool:
+    return all(
+        torch.equal(x, y) for pa, pb in zip(a, b, strict=True) for x, y in zip(pa, pb, strict=True)
+    )
+
+
+def test_the_loader_is_a_function_of_seed_and_epoch_with_any_number_of_workers(tmp_path):
+    """Order and augmentation (crop, scale, jitter) come from the seed and the epoch alone."""
+    root = make_tree(tmp_path, "flat", counts=(("train", 4),))
+    cfg = DataConfig(root=str(root), crop=(16, 24), scale=(0.5, 1.5), jitter=0.2)
+    ds = build_dataset(cfg, "train", train=True)
+
+    def epoch(seed: int, number: int = 0, workers: int = 0) -> list:
+        loader = train_loader(ds, 2, 1, 0, 2, seed=seed, epoch=number, workers=workers)
+        return [(b.images, b.masks) for b in loader]
+
+    first = epoch(3)
+    assert _same(first, epoch(3)) and not _same(first, epoch(4)) and not _same(first, epoch(3, 1))
+    assert _same(epoch(3, workers=2), first)

@@ -1,5 +1,7 @@
 """Decode image/mask pairs and feed them to training: the torch wrappers of the decoders,
-the ImageNet normalisation, the dataset, its collate function and its loader.
+the ImageNet normalisation, the dataset and its collate function (the training order and
+its loader are :mod:`bddseg.sampling`; evaluation's loader is
+:func:`bddseg.evaluate.score_split`'s).
 
 Masks are single-channel 8-bit PNGs holding train ids 0..18 and 255 (unlabelled); palette
 PNGs are read by index, like the official color maps (the decoding itself is in
@@ -16,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, get_worker_info
+from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
@@ -113,7 +115,8 @@ class SegDataset(Dataset):
     ``unknown="class"``: raw 255 becomes class 19 (20 classes); ``"ignore"``: 255 stays 255.
     Either way, pixels added by padding are 255, so the loss uses ``ignore_index=255`` in
     both modes. ``transform(image, mask, generator=...)`` gets ``tv_tensors.Image`` /
-    ``tv_tensors.Mask`` (uint8) and the dataset's ``generator``, reseeded per loader worker;
+    ``tv_tensors.Mask`` (uint8) and the dataset's ``generator``, reseeded per sample in
+    training (:class:`bddseg.sampling.SeededSamples`);
     any joint v2 transform works too (``takes_generator`` unset: called as ``transform(image,
     mask)``, using the global RNG). ``on_bad_sample="skip"`` returns ``None`` for a sample
     that fails to load (see :func:`collate_skip`) instead of raising.
@@ -245,59 +248,3 @@ def collate_skip(samples: list[tuple[torch.Tensor, torch.Tensor] | None]) -> Bat
         images[i, :, : image.shape[-2], : image.shape[-1]] = image
         masks[i, : mask.shape[-2], : mask.shape[-1]] = mask
     return Batch(images, masks, skipped)
-
-
-def _rank_offset() -> int:
-    """Distinct augmentation streams per process under DDP (ranks share the seed)."""
-    dist = torch.distributed
-    return 1_000_003 * dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _generator_of(dataset: Dataset) -> torch.Generator | None:
-    while not hasattr(dataset, "generator") and hasattr(dataset, "dataset"):
-        dataset = dataset.dataset  # through Subset and friends
-    g = getattr(dataset, "generator", None)
-    return g if isinstance(g, torch.Generator) else None
-
-
-def _seed_worker(worker_id: int) -> None:
-    info = get_worker_info()
-    g = _generator_of(info.dataset)
-    if g is not None:
-        g.manual_seed(info.seed + _rank_offset())  # the loader's per-epoch base seed + worker id
-    torch.set_num_threads(1)
-
-
-def build_loader(
-    dataset: Dataset,
-    batch_size: int,
-    shuffle: bool,
-    workers: int,
-    seed: int,
-    drop_last: bool = False,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """A loader yielding :class:`Batch` ``(images, masks, skipped)``.
-
-    Deterministic for a fixed ``seed`` (and world size): the shuffling uses a generator seeded
-    with ``seed``; with ``workers=0`` the dataset's augmentation generator is reseeded with
-    ``seed`` here (this mutates ``dataset.generator``), with workers each worker reseeds it
-    from the loader's per-epoch base seed. Augmentations differ between epochs either way, and
-    between DDP ranks.
-    """
-    g = torch.Generator().manual_seed(seed)
-    augment = _generator_of(dataset)
-    if augment is not None:
-        augment.manual_seed(seed + _rank_offset())
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        collate_fn=collate_skip,
-        drop_last=drop_last,
-        generator=g,
-        worker_init_fn=_seed_worker if workers > 0 else None,
-        persistent_workers=False,
-        pin_memory=pin_memory,
-    )
