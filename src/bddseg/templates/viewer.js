@@ -1,7 +1,8 @@
 /* bddseg view: browse every evaluated image. Reads window.BDDSEG_VIEW (data.js); no network.
  * Masks are class-id PNGs coloured by the SVG filter #classes (its tables are the palette;
  * a hidden class gets alpha 0). Each image is one element [data-image=STEM] in #list.
- * performance.mark("bddseg-shown") is set each time an image's views have all decoded. */
+ * body[data-current] names the selected image at once; body[data-shown] and the mark
+ * performance.mark("bddseg-shown") follow when its views have all decoded and been drawn. */
 (function () {
   "use strict";
   var D = window.BDDSEG_VIEW;
@@ -182,6 +183,7 @@
     var im = D.images[i], prev = cards[state.current];
     if (prev) prev.classList.remove("active");
     state.current = i;
+    document.body.setAttribute("data-current", im.s);  // at once; data-shown once decoded
     cards[i].classList.add("active");
     cards[i].scrollIntoView({ block: "nearest" });
     $("title").textContent = im.s + "  ·  " + im.w + "×" + im.h;
