@@ -48,15 +48,16 @@ from bddseg.config import INFERENCE_PRECISION, Config, RunConfig, save_yaml, to_
 from bddseg.data import build_dataset, normalize_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.evaluate import eval_dataset, score_split
-from bddseg.labels import IGNORE_VALUE, UNKNOWN_ID
+from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, UNKNOWN_ID
 from bddseg.losses import build_loss
 from bddseg.metrics import official_metrics
 from bddseg.model import NEEDS_TWO_PER_BATCH, build_model, check_input_size, load_weights
 from bddseg.optim import build_optimizer
 from bddseg.precision import precision_note, resolve_precision
 from bddseg.predictor import Predictor
-from bddseg.sampling import seed_everything, step_seed, train_loader
+from bddseg.sampling import rare_class_weights, seed_everything, step_seed, train_loader
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
+from bddseg.stats import class_weights, compute_stats, image_presence
 from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer
 
 
@@ -465,8 +466,6 @@ def build_data(cfg: Config) -> tuple[Dataset, Dataset]:
     # uint8 batches, normalised on the device (see to_device): 5x fewer bytes per batch; on
     # an H200 the real recipe with 8 loader workers went from 168 to 196 images/s
     train_data = build_dataset(cfg.data, cfg.data.train_split, train=True, normalize=False)
-    if len(train_data) == 0:
-        raise BddsegError(f"the {cfg.data.train_split} split is empty", cfg.data.root)
     val_data = eval_dataset(cfg.data, cfg.data.val_split, cfg.data.on_bad_sample)
     if len(val_data) == 0:
         raise BddsegError(f"the {cfg.data.val_split} split is empty", cfg.data.root)
@@ -512,10 +511,6 @@ def rare_class_sampling(cfg: Config, fabric) -> torch.Tensor | None:
     """Per-image sampling weights for ``data.rare_class_temp`` (None when it is off)."""
     if cfg.data.rare_class_temp is None:
         return None
-    from bddseg.labels import CLASS_NAMES
-    from bddseg.sampling import rare_class_weights
-    from bddseg.stats import compute_stats, image_presence
-
     d, workers = cfg.data, max(1, cfg.data.workers)
     with fabric.rank_zero_first():  # the statistics are cached by the first rank
         stats = compute_stats(d.root, d.train_split, workers=workers, max_images=d.max_train_images)
@@ -545,9 +540,6 @@ def load_class_weights(cfg: Config, fabric) -> torch.Tensor | None:
     are cached in :func:`bddseg.stats.default_cache_dir` (``$BDDSEG_CACHE``)."""
     if cfg.loss.class_weights == "none":
         return None
-    from bddseg.labels import CLASS_NAMES_20
-    from bddseg.stats import class_weights, compute_stats
-
     with fabric.rank_zero_first():
         stats = compute_stats(
             cfg.data.root,
