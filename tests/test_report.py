@@ -268,6 +268,7 @@ def test_run_label_reads_the_config(tmp_path, monkeypatch):
     bddseg.config's defaults, not names repeated in the report."""
     import functools
 
+    from bddseg import view
     from bddseg.config import LossConfig, ModelConfig
 
     run = make_run(tmp_path, "seg", tmp_path / "no-data", evaluated=False, predicted=False)
@@ -280,7 +281,7 @@ def test_run_label_reads_the_config(tmp_path, monkeypatch):
     expected = f"seg ({m.arch}/{m.encoder}, {loss.name}, weights={loss.class_weights})"
     assert report.load_run(run).label == expected
     other = functools.partial(ModelConfig, arch="segformer", encoder="mit_b0")
-    monkeypatch.setattr(report, "ModelConfig", other)  # as if the defaults changed
+    monkeypatch.setattr(view, "ModelConfig", other)  # as if the defaults changed
     assert report.load_run(run).label.startswith("seg (segformer/mit_b0, ")
 
 

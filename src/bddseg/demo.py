@@ -1,7 +1,8 @@
 """``bddseg demo``: the whole pipeline on the built-in synthetic dataset, on CPU.
 
 synthesise -> check -> class statistics -> train cross-entropy and focal + class weights
--> evaluate each on val -> predict the test split -> one HTML report comparing both runs.
+-> evaluate each on val -> predict the test split -> one HTML report comparing both runs, and
+the viewer of every val image of both (``bddseg view``), which the report links to.
 Every step calls the same public function the CLI and the notebook use; the two recipes are
 the bundled ``configs/demo_ce.yaml`` and ``configs/demo_focal.yaml``.
 
@@ -172,6 +173,7 @@ def run_demo(
     from bddseg.report import write_report
     from bddseg.stats import compute_stats
     from bddseg.synth import make_dataset
+    from bddseg.view import build_view
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -206,10 +208,13 @@ def run_demo(
         off = results[loss]["official"]
         _say(f"{label}: val mIoU {off['miou']:.3f}, pixel accuracy {off['pixel_accuracy']:.3f}")
 
-    html = write_report([out / "runs" / loss for loss, _ in EXPERIMENTS], out / "report.html")
+    run_dirs = [out / "runs" / loss for loss, _ in EXPERIMENTS]
+    viewer = build_view(run_dirs, out / "viewer", workers=workers)
+    html = write_report(run_dirs, out / "report.html", viewer=viewer)
     _say(f"done in {time.perf_counter() - t0:.0f} s")
     for loss, label in EXPERIMENTS:
         m = results[loss]["official"]
         _say(f"  {label:<22} val mIoU {m['miou']:.3f}  pixel acc {m['pixel_accuracy']:.3f}")
     _say(f"report: {html.resolve()}")
+    _say(f"viewer: {viewer.resolve()} (every val image of both runs)")
     return results

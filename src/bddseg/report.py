@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import csv
-import dataclasses
 import datetime
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from PIL import Image
 
 from bddseg._version import __version__
 from bddseg.colors import overlay
-from bddseg.config import LossConfig, ModelConfig, load_yaml
+from bddseg.config import load_yaml
 from bddseg.data import read_image
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text, read_json
@@ -55,6 +55,7 @@ from bddseg.runs import (
     predictions_dir,
 )
 from bddseg.trainlog import read_log
+from bddseg.view import VIEW_DIR, VIEW_INDEX, run_label
 
 __all__ = ["load_run", "write_report"]
 
@@ -79,12 +80,9 @@ class Run:
     def label(self) -> str:
         """``NAME (ARCH/ENCODER, LOSS, weights=W)``: what tells runs apart in a comparison.
 
-        Read from the run's config; a key it lacks (a hand-written or older file) takes the
-        default of :mod:`bddseg.config`, as training would have."""
-        model = _section(self.config, "model", ModelConfig())
-        loss = _section(self.config, "loss", LossConfig())
-        net = f"{model['arch']}/{model['encoder']}"
-        return f"{self.name} ({net}, {loss['name']}, weights={loss['class_weights']})"
+        Read from the run's config (:func:`bddseg.view.run_label`: the viewer names runs
+        the same way)."""
+        return run_label(self.name, self.config)
 
     @property
     def eval_dir(self) -> Path:
@@ -92,12 +90,6 @@ class Run:
 
 
 # ---------------------------------------------------------------- reading a run
-def _section(cfg: dict, name: str, defaults) -> dict:
-    """The config section ``name`` over the defaults of its dataclass."""
-    given = cfg.get(name)
-    return {**dataclasses.asdict(defaults), **(given if isinstance(given, dict) else {})}
-
-
 def _read_csv(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
@@ -514,8 +506,22 @@ def _run_context(run: Run, index: int) -> dict:
     return ctx
 
 
-def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
+def _viewer_link(runs: list[Run], out: Path, viewer: str | Path | None) -> str | None:
+    """The viewer's index.html relative to the report: ``viewer``, else a single run's
+    ``RUN/view/index.html`` when ``bddseg view`` built one."""
+    if viewer is None and len(runs) == 1 and (runs[0].dir / VIEW_DIR / VIEW_INDEX).is_file():
+        viewer = runs[0].dir / VIEW_DIR / VIEW_INDEX
+    if viewer is None:
+        return None
+    return Path(os.path.relpath(Path(viewer).resolve(), out.resolve().parent)).as_posix()
+
+
+def write_report(
+    run_dirs: Sequence[str | Path], out: str | Path, viewer: str | Path | None = None
+) -> Path:
     """Write one self-contained HTML report for ``run_dirs`` to ``out``; returns ``out``.
+    The header links to ``viewer`` (the index.html of ``bddseg view``; default: a single
+    run's ``RUN/view/index.html`` if there is one).
 
     One run: its summary, headline numbers, config, curves, per-class table, figures and
     samples. Several: first a comparison (headline numbers and per-class IoU side by side,
@@ -540,6 +546,7 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path) -> Path:
         title="bddseg report: " + " vs ".join(r.name for r in runs),
         version=__version__,
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        viewer=_viewer_link(runs, Path(out), viewer),
         comparison=_comparison(runs) if len(runs) > 1 else None,
         runs=[_run_context(r, i) for i, r in enumerate(runs)],
         legend=[{"name": n, "swatch": _swatch(n)} for n in CLASS_NAMES_20],
