@@ -16,6 +16,7 @@ where a model cannot run there.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import tempfile
 import warnings
@@ -27,7 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from bddseg.checkpoints import make_checkpoint, save_checkpoint
+from bddseg.config import ModelConfig, from_dict, load_config
 from bddseg.errors import BddsegError
+from bddseg.model import build_model, input_multiple, model_forward
+from bddseg.precision import precision_note, resolve_precision
 
 FRAME = (720, 1280)  # a BDD100K frame (height, width)
 # PyTorch vs onnxruntime, as tests/test_archs.py checks every architecture: largest |logit
@@ -88,8 +93,6 @@ def recipe_options(arch: str, encoder: str) -> dict[str, Any]:
     """The architecture options (decoder width, output stride) of the bundled recipe that
     trains this pair (:data:`RECIPES`), so its row describes the network the recipe builds;
     ``{}`` for other pairs (smp's defaults). The auxiliary head trains only and is left out."""
-    from bddseg.config import load_config
-
     recipe = RECIPES.get((arch, encoder), (None, None))[0]
     if recipe is None:
         return {}
@@ -97,18 +100,14 @@ def recipe_options(arch: str, encoder: str) -> dict[str, Any]:
     return {"decoder_channels": model.decoder_channels, "output_stride": model.output_stride}
 
 
-def model_config(arch: str, encoder: str) -> Any:
+def model_config(arch: str, encoder: str) -> ModelConfig:
     """The ``ModelConfig`` a row describes: the pair with :func:`recipe_options`, no weights."""
-    from bddseg.config import ModelConfig
-
     return ModelConfig(
         arch=arch, encoder=encoder, pretrained=False, **recipe_options(arch, encoder)
     )
 
 
 def _build(arch: str, encoder: str, num_classes: int, device: str) -> nn.Module:
-    from bddseg.model import build_model
-
     with warnings.catch_warnings(), torch.device(device):
         warnings.simplefilter("ignore")
         return build_model(model_config(arch, encoder), num_classes).eval()
@@ -179,8 +178,7 @@ def describe(
     Raises:
         BddsegError: a pair build_model refuses (one line naming both).
     """
-    from bddseg.export import NO_DYNAMIC_EXPORT
-    from bddseg.model import input_multiple
+    from bddseg.export import NO_DYNAMIC_EXPORT  # imports onnx: not for MODELS, resolve_pairs
 
     model = _build_meta_or_cpu(arch, encoder, num_classes)
     multiple = input_multiple(model)
@@ -207,8 +205,6 @@ def _latency(model: nn.Module, size: tuple[int, int], runs: int) -> dict[str, An
     """Median ms of one image of ``size`` through :func:`bddseg.model.model_forward` in fp32
     and in what ``precision: auto`` resolves to here (after one warm-up call)."""
     from bddseg.bench import time_forward
-    from bddseg.model import model_forward
-    from bddseg.precision import resolve_precision
 
     auto = resolve_precision("auto", "cpu")
     x = torch.randn(1, 3, *size)
@@ -225,11 +221,6 @@ def _latency(model: nn.Module, size: tuple[int, int], runs: int) -> dict[str, An
 
 
 def _checkpoint(model: nn.Module, arch: str, encoder: str, num_classes: int, path: Path) -> Path:
-    import dataclasses
-
-    from bddseg.checkpoints import make_checkpoint, save_checkpoint
-    from bddseg.config import from_dict
-
     # the row's own model config (recipe options included), so export rebuilds this network
     cfg = from_dict({"data": {"unknown": "class" if num_classes == 20 else "ignore"}})
     cfg = dataclasses.replace(cfg, model=model_config(arch, encoder))
@@ -326,8 +317,6 @@ def model_table(
 ) -> dict[str, Any]:
     """:func:`describe` each pair (default :data:`MODELS`), and :func:`measure` it when
     ``measured``; ``echo`` gets one progress line per measured row."""
-    from bddseg.precision import precision_note
-
     rows = []
     for arch, encoder in pairs or MODELS:
         row = describe(arch, encoder, num_classes, size)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from bddseg.errors import BddsegError
+from bddseg.files import atomic_write_text
 from bddseg.labels import NUM_CLASSES, NUM_CLASSES_20
 
 # Every set of choices, declared once: the config checks values against these, the CLI offers
@@ -480,6 +481,4 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
     """Write the resolved config atomically (temp file + rename)."""
-    from bddseg.files import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
+from bddseg._version import __version__
 from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_write_text
 
@@ -214,8 +215,6 @@ def fetch(
 
 def _fetch_once(url: str, part: Path, have: int, timeout: float, report: Report | None) -> bool:
     """One request. True when ``part`` is complete; False to start again at once."""
-    from bddseg._version import __version__
-
     headers = {"User-Agent": f"bddseg/{__version__}"}
     if have:
         headers["Range"] = f"bytes={have}-"

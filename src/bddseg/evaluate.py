@@ -39,6 +39,7 @@ from bddseg.files import atomic_write_text
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES_20
 from bddseg.masks import decode_mask, read_bytes, write_mask
 from bddseg.parallel import Preloaded, can_preload, parallel_map
+from bddseg.progress import progress_bar
 
 PER_CLASS_COLUMNS = (
     "class", "iou", "precision", "recall", "f1", "pixel_share", "official_iou",
@@ -306,7 +307,6 @@ def score_split(
     import torch
 
     from bddseg.predictor import same_size_batches, to_class_map
-    from bddseg.progress import progress_bar
 
     if min_pixels < 1:
         raise BddsegError(f"min_pixels must be at least 1, got {min_pixels}")

@@ -5,6 +5,7 @@ and rebuilding a model from a checkpoint (the format, saving and loading:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -184,8 +185,6 @@ def arch_options(cfg: ModelConfig) -> dict[str, Any]:
 def _construct(
     cfg: ModelConfig, num_classes: int, hub: bool, options: dict[str, Any] | None = None
 ) -> nn.Module:
-    import warnings
-
     cls = getattr(_smp(), ARCHS[cfg.arch])
     timm = cfg.encoder.startswith("tu-")
     kwargs: dict[str, Any] = dict(options or {})

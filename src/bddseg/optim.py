@@ -32,6 +32,7 @@ from torch import nn
 
 from bddseg.config import OptimConfig
 from bddseg.errors import BddsegError, first_line
+from bddseg.model import input_multiple
 
 
 def encoder_levels(model: nn.Module) -> dict[str, int]:
@@ -42,8 +43,6 @@ def encoder_levels(model: nn.Module) -> dict[str, int]:
     Raises:
         BddsegError: the encoder cannot run on a square test image of any size tried.
     """
-    from bddseg.model import input_multiple
-
     encoder = model.encoder
     timm_model = getattr(encoder, "model", None)
     native = (getattr(timm_model, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224))

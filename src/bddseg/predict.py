@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from bddseg.colors import colorize, overlay
 from bddseg.config import INFERENCE_PRECISION
@@ -224,7 +225,6 @@ def write_outputs(
     Args:
         image: uint8 ``(H, W, 3)`` RGB. mask: uint8 ``(H, W)``.
     """
-    from PIL import Image
 
     def path(fmt: str) -> Path:
         sub, suffix = FORMATS[fmt]

@@ -32,6 +32,7 @@ from bddseg.config import INFERENCE_PRECISION, TTA_MODES, Config
 from bddseg.data import normalize_image, read_image
 from bddseg.errors import BddsegError
 from bddseg.labels import IGNORE_VALUE, NUM_CLASSES
+from bddseg.model import model_forward, model_from_checkpoint, model_num_classes
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 ImageLike = np.ndarray | torch.Tensor | str | Path
@@ -232,8 +233,6 @@ class Predictor:
         :func:`bddseg.precision.resolve_precision`: faster, but a few pixels may change).
         Images are taken at the scale the model was trained at (``input_size``: the config's
         ``data.base_size`` unless given)."""
-        from bddseg.model import model_forward, model_from_checkpoint, model_num_classes
-
         device = torch.device(device)
         model, cfg = model_from_checkpoint(path, device)
         options.setdefault("input_size", cfg.data.base_size)

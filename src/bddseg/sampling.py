@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from bddseg.data import collate_skip
+
 
 class EpochSampler(Sampler):
     """This rank's share of epoch ``epoch``, from micro-batch ``start`` on.
@@ -97,8 +99,6 @@ def train_loader(
     """This rank's loader for ``epoch`` from micro-batch ``start`` on, yielding
     :class:`bddseg.data.Batch`. ``trace``: append ``epoch index`` lines for every sample (a
     test hook). ``weights``: sample in proportion to them (see :class:`EpochSampler`)."""
-    from bddseg.data import collate_skip
-
     sampler = EpochSampler(len(dataset), local_batch, world, rank, micro_batches, seed, weights)
     sampler.set_epoch(epoch, start)
     if trace is not None:
