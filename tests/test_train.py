@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -14,12 +15,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bddseg.checkpoints import load_checkpoint
+from bddseg.colors import colorize
 from bddseg.config import Config, from_dict, load_config, load_yaml, override
 from bddseg.errors import BddsegError
+from bddseg.masks import read_mask
+from bddseg.metrics import official_arrays, official_metrics
 from bddseg.model import model_from_checkpoint
 from bddseg.sampling import EpochSampler, SeededSamples, mix
 from bddseg.schedule import lr_at
@@ -89,6 +96,33 @@ def test_train_writes_the_run_directory(synth_root, tmp_path):
     model, loaded_cfg = model_from_checkpoint(run / "best.pt")
     assert loaded_cfg == cfg
     assert model(torch.zeros(1, 3, 64, 96)).shape == (1, 20, 64, 96)
+    assert_tensorboard_shows_validation(run / "tb", cfg, result)
+
+
+def assert_tensorboard_shows_validation(tb: Path, cfg: Config, result) -> None:
+    """At each validation (steps 2 and 4): each class's official IoU (the classes present in
+    the val truth) and the first 4 val images in stem order as photo | truth | prediction,
+    320 px each, colored with the official palette."""
+    events = EventAccumulator(str(tb), size_guidance={"images": 0, "scalars": 0}).Reload()
+    iou = official_metrics(result.last_confusion)["iou"]  # the last validation's (step 4)
+    in_truth = official_arrays(result.last_confusion)["present"]
+    present = {f"val_iou/{name}" for name, p in zip(iou, in_truth, strict=True) if p}
+    assert present and {t for t in events.Tags()["scalars"] if t.startswith("val_iou/")} == present
+    for tag in present:
+        values = events.Scalars(tag)
+        assert [e.step for e in values] == [2, 4]
+        assert values[-1].value == pytest.approx(iou[tag.removeprefix("val_iou/")])
+    stems = sorted(p.stem for p in (Path(cfg.data.root) / "images" / "10k" / "val").iterdir())
+    assert events.Tags()["images"] == [f"val_images/{stem}" for stem in stems[:4]]
+    for tag in events.Tags()["images"]:
+        shown = events.Images(tag)
+        assert [e.step for e in shown] == [2, 4]
+        assert (shown[-1].width, shown[-1].height) == (3 * 320, 192)  # 160x96 photos, scaled
+    png = events.Images(f"val_images/{stems[0]}")[-1].encoded_image_string
+    first = np.asarray(Image.open(io.BytesIO(png)))
+    truth = read_mask(Path(cfg.data.root) / "labels/sem_seg/masks/val" / f"{stems[0]}.png")
+    small = np.asarray(Image.fromarray(truth).resize((320, 192), Image.NEAREST))
+    np.testing.assert_array_equal(first[:, 320:640], colorize(small))  # PNG: lossless
 
 
 def test_a_finished_run_is_not_overwritten(synth_root, tmp_path):
@@ -159,7 +193,9 @@ class Killed(BaseException):
     so no handler in the loop catches it)."""
 
 
-def test_killed_right_after_a_checkpoint_the_log_keeps_every_row(synth_root, tmp_path, monkeypatch):
+def test_killed_right_after_a_checkpoint_the_log_keeps_every_row(
+    synth_root, tmp_path, monkeypatch, capsys
+):
     """A kill that lands just after last.pt is written loses no row of log.csv: each step's
     row is written before its checkpoint, so the resumed run's log has every step."""
     import bddseg.train as train_module
@@ -178,8 +214,10 @@ def test_killed_right_after_a_checkpoint_the_log_keeps_every_row(synth_root, tmp
         train(run)
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
     monkeypatch.setattr(train_module, "save_checkpoint", save)
+    capsys.readouterr()
     train(override(run, **{"run.resume": True}))
     assert [r["step"] for r in read_log(tmp_path / "run")] == ["1", "2", "3", "4"]
+    assert "resuming from step 2 of 4\n" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -3,10 +3,12 @@ lines. (The loop writing them is tested in tests/test_train.py.)"""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 
 import pytest
+from rich.console import Console
 
 from bddseg import trainlog
 from bddseg.errors import BddsegError
@@ -131,3 +133,19 @@ def test_progress_prints_plain_lines_off_a_terminal(capsys):
     progress.print("validation")
     Progress(total=10, start=0, enabled=False).update(4, "silent")
     assert capsys.readouterr().out == "step 3/10  loss 0.5\nvalidation\n"
+
+
+def test_progress_on_a_terminal_draws_a_bar_and_keeps_the_validation_lines(capsys):
+    console = Console(file=io.StringIO(), force_terminal=True, color_system=None, width=120)
+    progress = Progress(total=10, start=2, console=console)  # resumed at step 2
+    assert progress.live
+    progress.update(3, "loss 0.5  lr 1.00e-03  8.0 img/s")
+    progress.update(4, "loss 0.4  val mIoU 0.1234", force_line=True)
+    progress.print("resuming from step 2 of 10")
+    progress.close()
+    drawn = console.file.getvalue()
+    assert "train ━" in drawn and " 4/10 " in drawn  # the bar, redrawn on stop
+    assert "step 4/10  loss 0.4  val mIoU 0.1234\n" in drawn  # a line of its own, kept
+    assert "resuming from step 2 of 10\n" in drawn
+    assert "step 3/10" not in drawn  # ordinary steps move the bar, print no line
+    assert capsys.readouterr().out == ""

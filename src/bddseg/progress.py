@@ -6,11 +6,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress
 
 
 def progress_bar(
-    label: str, *, enabled: bool = True, eta: bool = False, info: bool = False
+    label: str,
+    *,
+    enabled: bool = True,
+    eta: bool = False,
+    info: bool = False,
+    console: Console | None = None,
 ) -> Progress:
     """``LABEL ━━━━━━━━ n/N 0:00:12`` on stderr: a :class:`rich.progress.Progress` to use as
     a context manager (or ``start`` / ``stop``); rich only animates it on a terminal.
@@ -19,6 +25,8 @@ def progress_bar(
         enabled: False gives a bar that draws nothing (rich's ``disable``).
         eta: show the time remaining instead of the time elapsed.
         info: add a last column with the task's ``info`` field (``add_task(..., info="")``).
+        console: where to draw (default: a console on stderr); tests pass one that writes to
+            a buffer as a terminal would.
     """
     from rich.console import Console
     from rich.progress import (
@@ -38,7 +46,7 @@ def progress_bar(
     ]
     if info:
         columns.append(TextColumn("{task.fields[info]}"))
-    return RichProgress(*columns, console=Console(stderr=True), disable=not enabled)
+    return RichProgress(*columns, console=console or Console(stderr=True), disable=not enabled)
 
 
 __all__ = ["progress_bar"]

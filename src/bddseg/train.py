@@ -50,7 +50,7 @@ from bddseg.errors import BddsegError, first_line, warn
 from bddseg.evaluate import eval_dataset, score_split
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, UNKNOWN_ID
 from bddseg.losses import build_loss
-from bddseg.metrics import official_metrics
+from bddseg.metrics import official_arrays, official_metrics
 from bddseg.model import NEEDS_TWO_PER_BATCH, build_model, check_input_size, load_weights
 from bddseg.optim import build_optimizer
 from bddseg.precision import precision_note, resolve_precision
@@ -58,7 +58,7 @@ from bddseg.predictor import Predictor
 from bddseg.sampling import rare_class_weights, seed_everything, step_seed, train_loader
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
 from bddseg.stats import class_weights, compute_stats, image_presence
-from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer
+from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer, ValImages
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ class Run:
     log: CsvLog | None = None
     tb: TensorBoard | None = None
     progress: Progress | None = None
+    val_images: ValImages | None = None  # the val triplets TensorBoard shows (rank 0)
     trace_samples: bool = False  # each rank appends its samples to RUN/samples.rankN.txt
     image_size: list[int] | None = None  # (H, W) of the val images: the export's default
 
@@ -194,6 +195,9 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
         run.tb = TensorBoard(run_dir / runs.TENSORBOARD_DIR, resume_step)
         run.progress = Progress(total, state.step)
         run.progress.print(describe(run))
+        if ckpt is not None:
+            run.progress.print(f"resuming from step {state.step} of {total}")
+        run.val_images = ValImages(val_data.pairs)
     try:
         with run.stop.installed():
             while state.step < total and not state.stopped:
@@ -321,19 +325,25 @@ def validate(run: Run, state: State, row: dict) -> None:
     The model scored is rebuilt from the checkpoint dict that ``best.pt`` would hold and run
     through :func:`bddseg.evaluate.score_split` at fp32, the function and the precision of
     ``bddseg evaluate --checkpoint``: the two give the same numbers by construction, on every
-    machine (training steps may run in bf16; validation never does).
+    machine (training steps may run in bf16; validation never does). TensorBoard gets each
+    class's IoU and the val triplets (:class:`bddseg.trainlog.ValImages`), whose predictions
+    are taken from this scoring pass.
     """
     if run.val_data is None:
         return
+    run.val_images.load()
     predictor = Predictor.from_checkpoint(
         checkpoint(run, state, training=False), run.fabric.device,
         precision=INFERENCE_PRECISION, input_size=None,
     )  # fmt: skip
     scored = score_split(
         predictor, run.val_data, batch_size=run.local_batch, workers=run.cfg.data.workers,
-        loss_fn=val_loss(run),
+        loss_fn=val_loss(run), on_mask=run.val_images.on_mask,
     )  # fmt: skip
     metrics = official_metrics(scored.tally.cm)
+    present = official_arrays(scored.tally.cm)["present"]  # the classes mIoU averages
+    iou = {name: v for (name, v), p in zip(metrics["iou"].items(), present, strict=True) if p}
+    run.tb.log_validation(state.step, iou, run.val_images.triplets())
     row.update(
         val_loss=scored.loss,
         val_miou=metrics["miou"],

@@ -1,5 +1,5 @@
-"""What a training run writes besides checkpoints: ``log.csv``, TensorBoard events, the
-progress display, and the Ctrl-C / SIGTERM flag. Used by :mod:`bddseg.train` on rank 0.
+"""What a training run writes besides checkpoints: ``log.csv``, TensorBoard events (scalars,
+per-class IoU and val triplets), the progress display, and the Ctrl-C / SIGTERM flag. Used by :mod:`bddseg.train` on rank 0.
 
 :func:`read_log_rows` is the one ``log.csv`` reader: resuming (:class:`CsvLog`), the loss
 curves (:mod:`bddseg.plots`) and the report (:mod:`bddseg.report`) all read through it.
@@ -17,9 +17,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from bddseg.colors import colorize
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
+from bddseg.masks import read_mask
 from bddseg.progress import progress_bar
+
+VAL_IMAGES = 4  # val triplets shown in TensorBoard at each validation
+VAL_IMAGE_WIDTH = 320  # pixels, each of photo, truth and prediction
 
 LOG_COLUMNS = (
     "step",
@@ -153,20 +161,86 @@ class TensorBoard:
                 self.writer.add_scalar(tag, row[key], step)
         self.writer.flush()
 
+    def log_validation(
+        self, step: int, iou: dict[str, float], images: dict[str, np.ndarray]
+    ) -> None:
+        """Each class's official IoU as ``val_iou/NAME`` (the caller passes the classes
+        present in the val truth, those mIoU averages) and each ``uint8 (H, W, 3)`` image as
+        ``val_images/STEM``."""
+        for name, value in iou.items():
+            self.writer.add_scalar(f"val_iou/{name}", value, step)
+        for stem, image in images.items():
+            self.writer.add_image(f"val_images/{stem}", image, step, dataformats="HWC")
+
     def close(self) -> None:
         self.writer.close()
 
 
-class Progress:
-    """The progress bar (:func:`bddseg.progress.progress_bar`, with loss, lr, images/s) when
-    stderr is a terminal; plain lines on stdout otherwise."""
+class ValImages:
+    """The val triplets TensorBoard shows at each validation: photo, truth and prediction
+    side by side for the first ``n`` val images in stem order, ``width`` pixels wide each,
+    colored with the official palette (:func:`bddseg.colors.colorize`).
 
-    def __init__(self, total: int, start: int, enabled: bool = True):
+    Photos and truths are read once, on the first validation; the predictions come from
+    :func:`bddseg.evaluate.score_split`'s ``on_mask`` (no second forward pass). An image
+    that cannot be read is left out (validation itself names it).
+    """
+
+    def __init__(self, pairs, n: int = VAL_IMAGES, width: int = VAL_IMAGE_WIDTH):
+        self.pairs = sorted(pairs, key=lambda p: p.stem)[:n]
+        self.width = width
+        self.sources: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self.preds: dict[str, np.ndarray] = {}
+
+    def on_mask(self, stem: str, pred: np.ndarray) -> None:
+        if self.sources is not None and stem in self.sources:
+            self.preds[stem] = self._small(pred, Image.NEAREST)
+
+    def load(self) -> None:
+        """Read the photos and truths (at most once)."""
+        if self.sources is not None:
+            return
+        self.sources = {}
+        for pair in self.pairs:
+            try:
+                with Image.open(pair.image) as im:
+                    photo = self._small(np.asarray(im.convert("RGB")), Image.BILINEAR)
+                truth = self._small(read_mask(pair.mask), Image.NEAREST)
+            except (OSError, BddsegError):
+                continue
+            self.sources[pair.stem] = (photo, colorize(truth))
+
+    def triplets(self) -> dict[str, np.ndarray]:
+        """``{stem: uint8 (h, 3 * width, 3)}`` for the images predicted since the last call."""
+        out = {}
+        for stem, pred in self.preds.items():
+            photo, truth = self.sources[stem]
+            out[stem] = np.concatenate([photo, truth, colorize(pred)], axis=1)
+        self.preds = {}
+        return out
+
+    def _small(self, array: np.ndarray, resample) -> np.ndarray:
+        h, w = array.shape[:2]
+        size = (self.width, max(1, round(h * self.width / w)))
+        return np.asarray(Image.fromarray(array).resize(size, resample))
+
+
+class Progress:
+    """The progress bar (:func:`bddseg.progress.progress_bar`: steps, time left, then loss,
+    lr and images/s) when stderr is a terminal, with the validation lines printed above it
+    to stay; plain lines on stdout otherwise (logs and captured output stay readable).
+
+    Args:
+        console: draw the bar on this rich console (default: stderr, when it is a terminal).
+    """
+
+    def __init__(self, total: int, start: int, enabled: bool = True, console=None):
         self.enabled = enabled
-        self.live = enabled and sys.stderr.isatty()
+        terminal = console.is_terminal if console is not None else sys.stderr.isatty()
+        self.live = enabled and terminal
         self.total = total
         if self.live:
-            self.bar = progress_bar("train", eta=True, info=True)
+            self.bar = progress_bar("train", eta=True, info=True, console=console)
             self.task = self.bar.add_task("train", total=total, completed=start, info="")
             self.bar.start()
 
