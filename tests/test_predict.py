@@ -13,7 +13,7 @@ from test_predictor import _image, _save
 
 from bddseg.errors import BddsegError
 from bddseg.labels import PALETTE
-from bddseg.predict import predict_inputs, unique_names
+from bddseg.predict import draw_legend, legend_classes, predict_inputs, unique_names
 from bddseg.predictor import load_predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -111,9 +111,10 @@ def test_cli_predict(ckpt, tmp_path, capsys):
     _save(tmp_path / "in" / "f.png", _image(40, 60))
     out = tmp_path / "out"
     rc = main(["predict", str(tmp_path / "in"), "--checkpoint", str(ckpt), "--out", str(out),
-               "--format", "mask,color", "--tta", "flip", "--workers", "0"])  # fmt: skip
+               "--format", "mask,color", "--tta", "flip", "--workers", "0", "--legend"])  # fmt: skip
     assert rc == 0
     assert (out / "masks" / "f.png").is_file() and (out / "color" / "f.png").is_file()
+    assert (np.asarray(Image.open(out / "color" / "f.png"))[1, 1] == 0).all()  # the legend's box
     assert "wrote 1 prediction(s)" in capsys.readouterr().out
 
 
@@ -173,15 +174,17 @@ def test_video_without_backend_says_what_to_install(ckpt, tmp_path, monkeypatch)
         predict_inputs([str(video)], tmp_path / "out", checkpoint=ckpt, progress=False)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="PyAV not installed")
-def test_video_frames_sampled_and_named(ckpt, tmp_path):
+needs_av = pytest.mark.skipif(importlib.util.find_spec("av") is None, reason="PyAV not installed")
+
+
+def _write_video(path: Path, frames: int, rate: int) -> None:
+    """A 96x64 MPEG-4 video of ``frames`` gray frames, each lighter than the last."""
     import av
 
-    video = tmp_path / "drive.mp4"
-    with av.open(str(video), "w") as container:  # 3 s at 10 fps
-        stream = container.add_stream("mpeg4", rate=10)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=rate)
         stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
-        for i in range(30):
+        for i in range(frames):
             frame = av.VideoFrame.from_ndarray(
                 np.full((64, 96, 3), i * 8, np.uint8), format="rgb24"
             )
@@ -189,6 +192,12 @@ def test_video_frames_sampled_and_named(ckpt, tmp_path):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+@needs_av
+def test_video_frames_sampled_and_named(ckpt, tmp_path):
+    video = tmp_path / "drive.mp4"
+    _write_video(video, frames=30, rate=10)  # 3 s at 10 fps
     out = tmp_path / "out"
     summary = predict_inputs(
         [str(video)], out, checkpoint=ckpt, formats=["mask"], video_fps=2.0, workers=0,
@@ -198,40 +207,78 @@ def test_video_frames_sampled_and_named(ckpt, tmp_path):
     assert names == [f"drive_{i:06d}.png" for i in (0, 5, 10, 15, 20, 25)]
     assert summary["written"] == 6
     assert Image.open(out / "masks" / names[0]).size == (96, 64)
+    assert not (out / "overlay").exists()  # no overlay asked for: no overlay video
 
 
-@pytest.mark.slow
-@pytest.mark.real
-def test_real_val_images_full_resolution(ckpt, real_root, tmp_path):
-    images = sorted((real_root / "images" / "10k" / "val").glob("*.jpg"))[:2]
+@needs_av
+def test_a_video_gives_an_overlay_video_at_the_sampled_rate(ckpt, tmp_path):
+    """overlay/VIDEO.mp4 beside the frames: H.264, one frame per sampled frame, at the sampled
+    rate (or the video's own rate where --video-fps asks for more than it has)."""
+    import av
+
+    _write_video(tmp_path / "drive.mp4", frames=20, rate=10)  # 2 s at 10 fps
+    _write_video(tmp_path / "slow.mp4", frames=4, rate=2)  # 2 s at 2 fps
     out = tmp_path / "out"
-    summary = predict_inputs([str(p) for p in images], out, checkpoint=ckpt, progress=False)
-    assert summary["written"] == 2
-    for img in images:
-        mask = Image.open(out / "masks" / f"{img.stem}.png")
-        assert (mask.mode, mask.size) == ("L", (1280, 720))
-        assert np.asarray(mask).max() <= 18
-
-
-def test_written_masks_evaluate_like_the_model(ckpt, synth_root, tmp_path):
-    """Masks from predict, scored by ``evaluate --pred --gt``, give the numbers that
-    ``evaluate --checkpoint`` gives with the same ``keep_unknown`` (255 where unknown wins)."""
-    from bddseg.evaluate import evaluate_checkpoint, evaluate_folders
-
-    images = synth_root / "images" / "10k" / "val"
-    pred = tmp_path / "pred"
-    predict_inputs(
-        [str(images)], pred, checkpoint=ckpt, formats=["mask"], keep_unknown=True, workers=0,
-        progress=False,
+    summary = predict_inputs(
+        [str(tmp_path / "drive.mp4"), str(tmp_path / "slow.mp4")], out, checkpoint=ckpt,
+        formats=["overlay"], video_fps=5.0, workers=0, progress=False,
     )  # fmt: skip
-    for mask in (pred / "masks").iterdir():  # official format rules: L, 8-bit, 0..18 or 255
-        m = Image.open(mask)
-        assert m.mode == "L" and m.size == Image.open(images / f"{mask.stem}.jpg").size
-        assert set(np.unique(np.asarray(m))) <= set(range(19)) | {255}
-    gt = synth_root / "labels" / "sem_seg" / "masks" / "val"
-    from_files = evaluate_folders(pred / "masks", gt, tmp_path / "ev1", plots=False)
-    direct = evaluate_checkpoint(ckpt, synth_root, tmp_path / "ev2", workers=0, plots=False,
-                                 keep_unknown=True)  # fmt: skip
-    assert from_files["num_images"] == direct["num_images"] == len(list(images.iterdir()))
-    assert from_files["official"] == direct["official"]  # same confusion matrix, exactly
-    assert from_files["with_unknown"] == direct["with_unknown"]
+    assert summary["written"] == 10 + 4
+    for name, frames, rate in (("drive", 10, 5), ("slow", 4, 2)):
+        assert len(list((out / "overlay").glob(f"{name}_*.jpg"))) == frames
+        with av.open(str(out / "overlay" / f"{name}.mp4")) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264" and stream.average_rate == rate
+            decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert len(decoded) == frames and decoded[0].shape == (64, 96, 3)
+        first = np.asarray(Image.open(out / "overlay" / f"{name}_000000.jpg"), np.int16)
+        assert np.abs(decoded[0] - first).mean() < 8  # the overlay, through two lossy codecs
+    _no_temp_files(out)
+
+
+def _legend_size(drawn: np.ndarray, plain: np.ndarray) -> tuple[int, int]:
+    """``(h, w)`` of the legend: the box of the pixels that differ, which starts at the corner
+    and leaves the rest of the image as it was."""
+    rows, cols = np.nonzero((drawn != plain).any(axis=2))
+    assert rows.min() == cols.min() == 0
+    assert rows.max() + 1 < plain.shape[0] and cols.max() + 1 < plain.shape[1]
+    return rows.max() + 1, cols.max() + 1
+
+
+def _swatches(drawn: np.ndarray, h: int) -> list[tuple[int, ...]]:
+    """The legend's colored squares from top to bottom, read down a column through them
+    (left of the names, on black): the colors of the column's non-black runs."""
+    column = [tuple(int(v) for v in px) for px in drawn[:h, 9]]
+    runs = [c for i, c in enumerate(column) if i == 0 or c != column[i - 1]]
+    return [c for c in runs if c != (0, 0, 0)]
+
+
+def test_legend_lists_the_classes_given_in_their_colors():
+    plain = np.full((120, 200, 3), 128, np.uint8)
+    drawn = draw_legend(plain, [0, 13, 18])
+    h, w = _legend_size(drawn, plain)
+    assert _swatches(drawn, h) == [PALETTE[0], PALETTE[13], PALETTE[18]]
+    assert (drawn[:h, 18:w].min(axis=2) > 180).sum() > 30  # the names, in white
+    assert (draw_legend(plain, []) == plain).all()
+
+
+def test_predict_legend_on_color_maps_and_overlays(ckpt, tmp_path):
+    _save(tmp_path / "in" / "x.png", _image(160, 240))
+    outs = {}
+    for legend in (False, True):
+        outs[legend] = tmp_path / f"out{legend}"
+        predict_inputs(
+            [str(tmp_path / "in")], outs[legend], checkpoint=ckpt, formats=["color", "overlay"],
+            workers=0, progress=False, legend=legend,
+        )  # fmt: skip
+    mask = load_predictor(ckpt).predict(tmp_path / "in" / "x.png")
+    present = legend_classes(mask)
+    assert present == sorted(set(np.unique(mask).tolist()) - {19, 255})
+    plain = np.asarray(Image.open(outs[False] / "color" / "x.png"))
+    shown = np.asarray(Image.open(outs[True] / "color" / "x.png"))
+    assert (shown == draw_legend(plain, present)).all()
+    h, w = _legend_size(shown, plain)
+    assert _swatches(shown, h) == [PALETTE[c] for c in present]  # exactly those, in order
+    overlays = [np.asarray(Image.open(outs[k] / "overlay" / "x.jpg"), np.int16) for k in outs]
+    diff = np.abs(overlays[1] - overlays[0])  # JPEG: compared loosely
+    assert diff[:h, :w].mean() > 10 and diff[h + 8 :].mean() < 2

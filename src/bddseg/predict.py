@@ -3,11 +3,13 @@
 :func:`predict_inputs` finds the inputs (:func:`expand_inputs`, :func:`unique_names`),
 decodes images and sampled video frames (:func:`read_video_frames`) in DataLoader workers,
 runs them through the one model runner (:class:`bddseg.predictor.Predictor`) and writes
-what :func:`write_outputs` writes, atomically.
+what :func:`write_outputs` writes, atomically; each video also gives an overlay video
+(:class:`OverlayVideos`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import importlib.util
@@ -17,18 +19,20 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from bddseg.colors import colorize, overlay
 from bddseg.config import INFERENCE_PRECISION
 from bddseg.data import read_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.files import atomic_path
+from bddseg.labels import CLASS_NAMES, PALETTE
 from bddseg.layout import IMAGE_SUFFIXES
 from bddseg.masks import write_mask
 from bddseg.predictor import load_predictor, same_size_batches
@@ -180,7 +184,8 @@ def _retrieve_cv2(cap, idx: int, path: Path) -> torch.Tensor:
 
 
 class _Decoded(torch.utils.data.IterableDataset):
-    """Decodes inputs in DataLoader workers; yields ``(name, source, image | None, problem)``."""
+    """Decodes inputs in DataLoader workers; yields ``(name, source, image | None, problem,
+    video)``, ``video`` the output name of the video a frame comes from (None for images)."""
 
     def __init__(self, items: list[tuple[Path, str]], video_fps: float):
         self.items = items
@@ -193,34 +198,76 @@ class _Decoded(torch.utils.data.IterableDataset):
             try:
                 if path.suffix.lower() in VIDEO_SUFFIXES:
                     for idx, frame in read_video_frames(path, self.video_fps):
-                        yield f"{name}_{idx:06d}", str(path), frame, None
+                        yield f"{name}_{idx:06d}", str(path), frame, None, name
                 else:
-                    yield name, str(path), read_image(path), None
+                    yield name, str(path), read_image(path), None, None
             except BddsegError as e:
-                yield name, str(path), None, e.problem
+                yield name, str(path), None, e.problem, None
 
 
-def _readable(samples, skip: Callable[[str, str], None]) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, image)`` of the decoded ``(name, source, image, problem)`` samples; failed
-    samples go to ``skip`` as they come."""
-    for name, source, image, problem in samples:
+def _readable(
+    samples, skip: Callable[[str, str], None]
+) -> Iterator[tuple[str, torch.Tensor, str | None]]:
+    """``(name, image, video)`` of the decoded ``(name, source, image, problem, video)``
+    samples; failed samples go to ``skip`` as they come."""
+    for name, source, image, problem, video in samples:
         if image is None:
             skip(source, problem)
         else:
-            yield name, image
+            yield name, image, video
 
 
 def _identity(x):
     return x
 
 
+def legend_classes(mask: np.ndarray) -> list[int]:
+    """The official classes (0..18) present in ``mask``, in train-id order: what a legend lists."""
+    return [int(c) for c in np.unique(mask) if c < len(CLASS_NAMES)]
+
+
+def draw_legend(rgb: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    """``rgb`` (uint8 ``(H, W, 3)``) with a legend in its top-left corner: on black, one line
+    per class of ``classes``, a square in its official color and its name in white (PIL's
+    built-in default font: nothing is fetched). A legend taller or wider than the image is
+    cut at its edges."""
+    img = Image.fromarray(np.ascontiguousarray(rgb))
+    if not classes:
+        return np.asarray(img)
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default()
+    pad, swatch = 4, 10
+    boxes = [draw.textbbox((0, 0), CLASS_NAMES[c], font=font) for c in classes]
+    line = max(swatch, *(b[3] for b in boxes)) + 2
+    right = 3 * pad + swatch + max(b[2] for b in boxes)
+    draw.rectangle((0, 0, right - 1, 2 * pad + len(classes) * line - 3), fill=(0, 0, 0))
+    for i, c in enumerate(classes):
+        y = pad + i * line
+        draw.rectangle((pad, y, pad + swatch - 1, y + swatch - 1), fill=PALETTE[c])
+        draw.text((2 * pad + swatch, y), CLASS_NAMES[c], fill=(255, 255, 255), font=font)
+    return np.asarray(img)
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray, legend: bool = False) -> np.ndarray:
+    """The overlay that ``overlay/NAME.jpg`` and the overlay videos hold: :func:`bddseg.colors.overlay`,
+    with the legend of the classes present (:func:`draw_legend`) if asked."""
+    out = overlay(image, mask)
+    return draw_legend(out, legend_classes(mask)) if legend else out
+
+
 def write_outputs(
-    out_dir: Path, name: str, image: np.ndarray, mask: np.ndarray, formats: Sequence[str]
+    out_dir: Path,
+    name: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    formats: Sequence[str],
+    legend: bool = False,
 ) -> None:
     """Write ``masks/NAME.png`` (L, train ids), ``color/NAME.png`` (RGB, official palette) and
     ``overlay/NAME.jpg`` (image and colors half and half; 255 shows the image), atomically
     (:func:`bddseg.masks.write_mask`, :func:`bddseg.colors.colorize`,
-    :func:`bddseg.colors.overlay`).
+    :func:`bddseg.colors.overlay`). ``legend`` draws the classes present onto the color map
+    and the overlay (:func:`draw_legend`).
 
     Args:
         image: uint8 ``(H, W, 3)`` RGB. mask: uint8 ``(H, W)``.
@@ -239,9 +286,75 @@ def write_outputs(
     if "mask" in formats:
         write_mask(path("mask"), mask)
     if "color" in formats:
-        save(colorize(mask), "color")
+        color = colorize(mask)
+        save(draw_legend(color, legend_classes(mask)) if legend else color, "color")
     if "overlay" in formats:
-        save(overlay(image, mask), "overlay", quality=90)
+        save(overlay_image(image, mask, legend), "overlay", quality=90)
+
+
+class OverlayVideos:
+    """``overlay/VIDEO.mp4`` for each input video: the overlays of its sampled frames
+    (:func:`overlay_image`), H.264 (PyAV's libx264, yuv420p) at the rate they were sampled.
+
+    A context manager: each video is written to a temporary file and renamed into place when
+    the block ends without an error (removed otherwise). Frames must be added in order; odd
+    sizes are padded to even ones by repeating the last row or column (yuv420p needs even).
+    Every video stays open until the end (a few MB of encoder state each).
+
+    Args:
+        rates: frames per second of each video's output, by the video's output name.
+    """
+
+    def __init__(self, out_dir: Path, rates: dict[str, float], legend: bool = False):
+        self.out_dir, self.rates, self.legend = out_dir, rates, legend
+        self.streams: dict[str, Any] = {}
+        self.stack = contextlib.ExitStack()
+
+    def __enter__(self) -> OverlayVideos:
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return self.stack.__exit__(*exc)
+
+    def add(self, video: str, image: np.ndarray, mask: np.ndarray) -> None:
+        import av
+
+        rgb = overlay_image(image, mask, self.legend)
+        h, w = rgb.shape[:2]
+        rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if video not in self.streams:
+            tmp = self.stack.enter_context(atomic_path(self.out_dir / "overlay" / f"{video}.mp4"))
+            container = av.open(str(tmp), "w", format="mp4")
+            stream = container.add_stream(
+                "libx264", rate=Fraction(self.rates[video]).limit_denominator(1001)
+            )
+            stream.width, stream.height, stream.pix_fmt = rgb.shape[1], rgb.shape[0], "yuv420p"
+            self.stack.callback(_finish_video, container, stream)  # before the rename
+            self.streams[video] = (container, stream)
+        container, stream = self.streams[video]
+        for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+            container.mux(packet)
+
+
+def _finish_video(container, stream) -> None:
+    try:
+        for packet in stream.encode():  # flush the encoder's delayed frames
+            container.mux(packet)
+    finally:
+        container.close()
+
+
+def video_rate(path: Path, fps: float) -> float:
+    """Frames per second that :func:`read_video_frames` yields from ``path`` sampled at
+    ``fps``: ``fps``, or the video's own rate where that is lower (every frame is kept)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            native = container.streams.video[0].average_rate
+    except Exception:  # unreadable: decoding names the problem; the rate is moot
+        native = None
+    return min(fps, float(native)) if native else fps
 
 
 def predict_inputs(
@@ -259,11 +372,15 @@ def predict_inputs(
     workers: int = 2,
     progress: bool = True,
     window: tuple[int, int] | None = None,
+    legend: bool = False,
 ) -> dict[str, Any]:
     """Predict every image, folder (recursive .jpg/.jpeg/.png), glob and video in ``inputs``.
 
     Writes, per image or sampled video frame (``STEM_000123``, the source frame index),
-    the files of :func:`write_outputs` under ``out_dir``, at the input's size. Masks are
+    the files of :func:`write_outputs` under ``out_dir``, at the input's size (``legend``:
+    color maps and overlays list the classes present), and with ``overlay`` among the
+    ``formats``, ``overlay/VIDEO.mp4`` for each video (:class:`OverlayVideos`; needs PyAV,
+    skipped with a warning where only OpenCV decodes). Masks are
     official submissions (0..18; 255 only with ``keep_unknown``, which the official
     evaluator counts as a miss). DataLoader workers decode ahead; same-size images are
     batched; ``window`` (h, w) predicts in overlapping tiles (see :class:`bddseg.predictor.Predictor`).
@@ -318,9 +435,20 @@ def predict_inputs(
 
     for source, problem in list(problems.items()):
         report_skipped(source, problem)
+    rates = {}
+    if videos and "overlay" in formats:
+        if importlib.util.find_spec("av") is None:
+            warn("no overlay video: writing one needs PyAV (pip install av); frames only")
+        else:
+            rates = {n: video_rate(p, video_fps) for p, n in items if p in videos}
     written = 0
     bar = progress_bar("predict", enabled=progress)
-    with bar, ThreadPoolExecutor(max_workers=2) as pool:  # PNG/JPEG encoding overlaps the model
+    with (
+        bar,
+        OverlayVideos(out_dir, rates, legend) as overlay_videos,  # closed after the pools
+        ThreadPoolExecutor(max_workers=2) as pool,  # PNG/JPEG encoding overlaps the model
+        ThreadPoolExecutor(max_workers=1) as video_pool,  # one thread: frames stay in order
+    ):
         task = bar.add_task("predict", total=None if videos else len(items))
 
         def skip(source: str, problem: str) -> None:
@@ -330,10 +458,14 @@ def predict_inputs(
         futures: deque = deque()
         readable = _readable(loader, skip)
         for group in same_size_batches(readable, batch_size, lambda s: s[1].shape[-2:]):
-            maps = predictor.class_map(torch.stack([image for _, image in group])).cpu().numpy()
-            for (name, image), mask in zip(group, maps, strict=True):
+            maps = predictor.class_map(torch.stack([s[1] for s in group])).cpu().numpy()
+            for (name, image, video), mask in zip(group, maps, strict=True):
                 hwc = image.permute(1, 2, 0).numpy()
-                futures.append(pool.submit(write_outputs, out_dir, name, hwc, mask, formats))
+                futures.append(
+                    pool.submit(write_outputs, out_dir, name, hwc, mask, formats, legend)
+                )
+                if video in rates:
+                    futures.append(video_pool.submit(overlay_videos.add, video, hwc, mask))
             written += len(group)
             bar.advance(task, len(group))
             while len(futures) > 2 * batch_size + 2:  # bounds memory; raises write errors
@@ -353,9 +485,14 @@ def predict_inputs(
 __all__ = [
     "FORMATS",
     "VIDEO_SUFFIXES",
+    "OverlayVideos",
+    "draw_legend",
     "expand_inputs",
+    "legend_classes",
+    "overlay_image",
     "predict_inputs",
     "read_video_frames",
     "unique_names",
+    "video_rate",
     "write_outputs",
 ]
