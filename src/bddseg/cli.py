@@ -283,6 +283,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         video_fps=args.video_fps,
         workers=args.workers,
         window=args.window,
+        legend=args.legend,
     )
     print(f"wrote {summary['written']} prediction(s) to {args.out}; skipped {summary['skipped']}")
     if summary["skipped"]:
@@ -598,9 +599,19 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="images, folders, globs or video files")
     pr.add_argument("--checkpoint", help="a .pt checkpoint (or --onnx; default: none)")
     pr.add_argument("--onnx", help="an exported .onnx model (or --checkpoint; default: none)")
-    pr.add_argument("--out", required=True, help="output folder (masks/, color/, overlay/)")
+    pr.add_argument(
+        "--out",
+        required=True,
+        help="output folder (masks/, color/, overlay/; a video also gives overlay/VIDEO.mp4)",
+    )
     pr.add_argument(
         "--format", default="mask,color,overlay", help="comma list of mask,color,overlay"
+    )
+    pr.add_argument(
+        "--legend",
+        action="store_true",
+        help="draw the classes present (official colors and names) onto color maps and "
+        "overlays (default: off)",
     )
     pr.add_argument("--tta", choices=list(TTA_MODES), default="none", help="test-time augmentation")
     pr.add_argument("--batch-size", type=int, default=1, help="same-size images per forward")
