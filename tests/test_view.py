@@ -82,11 +82,12 @@ def test_the_site_files_and_numbers(site, evaluated):
         assert im["acc"][0] == pytest.approx(float(row["pixel_accuracy"]), abs=1e-4)
         present = [c for c, v in enumerate(im["iou"][0]) if v is not None and c in im["c"]]
         assert np.mean([im["iou"][0][c] for c in present]) == pytest.approx(im["miou"][0], abs=2e-3)
-        for kind in ("truth", "pred/0", "error/0"):
+        for kind in ("truth", "pred/0"):
             assert (site / kind / f"{im['s']}.png").is_file()
         assert (site / im["t"]).is_file() and (site / im["p"]).is_file()
         truth = np.array(Image.open(site / "truth" / f"{im['s']}.png"))
         assert truth.ndim == 2  # class ids, coloured in the browser
+    assert not (site / "error").exists()  # drawn in the browser from truth and prediction
     assert (
         data["confusion"][0]
         == json.loads((runs.eval_dir(evaluated) / runs.CONFUSION).read_text())["matrix"]
@@ -234,7 +235,8 @@ def test_one_run_in_chromium(chromium, site, tmp_path):
     assert data["worstFirst"] == data["lowest"] != data["bestFirst"]
     assert data["firstShown"] == data["worstFirst"] == data["afterLeft"], data
     assert data["afterRight"] == data["second"] != data["worstFirst"]
-    assert data["panelImages"] == 7 and data["broken"] == 0  # the photo under each mask
+    # the photo under each mask; the error view: photo, truth, prediction, unlabelled truth
+    assert data["panelImages"] == 9 and data["broken"] == 0
     assert data["cellVisible"] == data["cellExpected"] and data["cellVisible"]
 
 
@@ -245,6 +247,6 @@ def test_two_runs_in_chromium(chromium, evaluated, second, tmp_path):
     assert data["problems"] == [] and console == [], (data["problems"], console)
     assert data["images"] == 6
     assert [r.split(" ")[0] for r in data["runs"]] == ["ce", "focal"]
-    assert data["panelImages"] == 11 and data["broken"] == 0  # + B's prediction and errors
+    assert data["panelImages"] == 15 and data["broken"] == 0  # + B's prediction and errors
     both = _data(index.parent)["images"][0]
     assert len(both["miou"]) == 2 and both["miou"][0] != both["miou"][1]

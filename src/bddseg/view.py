@@ -10,12 +10,13 @@ photos where there are any), and writes into ``OUT``::
     photo/STEM.*   the photos, copied          thumb/STEM.jpg|png  320 px wide
     truth/STEM.png, pred/R/STEM.png            class ids (8-bit grayscale), coloured in the
                                                browser by an SVG filter (class toggles)
-    error/R/STEM.png                           run R's wrong pixels (palette PNG)
 
 The data is a script (``data.js`` sets ``window.BDDSEG_VIEW``), not JSON: Chromium refuses
 ``fetch`` of a ``file://`` URL, and a canvas that draws a ``file://`` image is tainted, so
 the masks stay plain class-id PNGs and an SVG filter colours them (a lookup table per
-channel). Each image's own numbers are counted here from its truth and prediction
+channel). The error view is drawn there too: the prediction over the truth with
+``mix-blend-mode: difference`` gives 0 where they agree, and an SVG filter turns the rest red
+(grey where the truth is unlabelled), so no error image is written. Each image's own numbers are counted here from its truth and prediction
 (:func:`bddseg.fastpng.joint_histogram`, folded by :func:`bddseg.metrics.fold_histogram`
 and read by :func:`bddseg.metrics.official_arrays`: the numbers of ``per_image.csv``).
 """
@@ -31,7 +32,7 @@ import importlib.resources
 import io
 import json
 import math
-import shutil
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from bddseg import fastpng, metrics, runs
 from bddseg._version import __version__
 from bddseg.config import LossConfig, ModelConfig, load_yaml
 from bddseg.errors import BddsegError, warn
-from bddseg.files import atomic_path, atomic_write_bytes, atomic_write_text, read_json
+from bddseg.files import atomic_write_bytes, atomic_write_text, read_json
 from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20, PALETTE
 from bddseg.layout import list_pairs
 from bddseg.masks import decode_mask, read_bytes
@@ -57,8 +58,6 @@ ASSETS = ("viewer.js", "viewer.css")
 THUMB_WIDTH = 320
 TOP_PER_CELL = 50  # images kept per confusion cell: enough to browse, small data.js
 UNKNOWN_COLOR = (255, 255, 255)  # a 20-class model's unknown (19), drawn in the viewer only
-ERROR_PALETTE = ((0, 0, 0), (255, 32, 32), (128, 128, 128))  # right, wrong, unlabelled truth
-ERROR_ALPHA = bytes((0, 255, 110))
 
 __all__ = ["VIEW_DIR", "ViewRun", "build_view", "default_out", "run_label", "serve"]
 
@@ -155,18 +154,26 @@ def _is_gray8(data: bytes) -> bool:
     return len(data) > 26 and data[12:16] == b"IHDR" and data[24] == 8 and data[25] == 0
 
 
-def _png(array: np.ndarray, palette: tuple | None = None, alpha: bytes | None = None) -> bytes:
+def _png(array: np.ndarray, palette: tuple | None = None) -> bytes:
     im = Image.fromarray(array, "L" if palette is None else "P")
     if palette is not None:
         im.putpalette([v for rgb in palette for v in rgb])
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=1, **({"transparency": alpha} if alpha else {}))
+    im.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
-def _copy_ids(data: bytes, mask: np.ndarray, dest: Path) -> None:
-    """A class-id mask as an 8-bit grayscale PNG: its own bytes when it is one (no re-encode)."""
-    atomic_write_bytes(dest, data if _is_gray8(data) else _png(mask))
+def _write(path: Path, data: bytes) -> None:
+    """Write under a temporary name and rename: a crash leaves no half-written file under
+    the final name. No fsync (atomic_path's): one per file was half of a 1,000-image build,
+    and a site lost with the machine is rebuilt by running ``bddseg view`` again."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise BddsegError(f"cannot write ({e.strerror or e})", path) from None
 
 
 def _thumb(photo: Path | None, truth: np.ndarray, dest_stem: Path) -> str:
@@ -177,23 +184,31 @@ def _thumb(photo: Path | None, truth: np.ndarray, dest_stem: Path) -> str:
             size = (THUMB_WIDTH, max(1, round(h * THUMB_WIDTH / w)))
             im.draft("RGB", size)  # JPEG: decode at 1/2, 1/4 or 1/8 scale
             small = im.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        small.save(buf, format="JPEG", quality=80)
         path = dest_stem.with_suffix(".jpg")
-        with atomic_path(path) as tmp:
-            small.save(tmp, format="JPEG", quality=80)
+        _write(path, buf.getvalue())
         return path.name
     step = max(1, math.ceil(truth.shape[1] / THUMB_WIDTH))
     lut = (*PALETTE, UNKNOWN_COLOR, *[(0, 0, 0)] * (256 - NUM_CLASSES_20))
     path = dest_stem.with_suffix(".png")
-    atomic_write_bytes(path, _png(np.ascontiguousarray(truth[::step, ::step]), lut))
+    _write(path, _png(np.ascontiguousarray(truth[::step, ::step]), lut))
     return path.name
 
 
-def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, pred: np.ndarray | None):
-    """``int64 (20, 20)`` of one image, as evaluate counts it (a missing prediction: misses)."""
-    hist = None if pred_data is None else fastpng.joint_histogram(gt_data, pred_data)
+def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, path: str | None):
+    """``int64 (20, 20)`` of one image, as evaluate counts it (a missing prediction: misses),
+    and the decoded prediction where it had to be decoded (else ``None``)."""
+    hist = pred = None
+    if pred_data is not None:
+        hist = fastpng.joint_histogram(gt_data, pred_data)  # no decode: the common case
+        if hist is None:
+            pred = decode_mask(pred_data, path, "prediction")
+            if pred.shape != gt.shape:
+                raise BddsegError("prediction is not the size of its truth mask", path)
     if hist is None:
         hist = metrics.value_histogram(np.full_like(gt, IGNORE_VALUE) if pred is None else pred, gt)
-    return metrics.fold_histogram(hist, strict_pred=False)
+    return metrics.fold_histogram(hist, strict_pred=False), pred
 
 
 def _build_chunk(items: list[tuple], out: str) -> list[tuple]:
@@ -201,35 +216,33 @@ def _build_chunk(items: list[tuple], out: str) -> list[tuple]:
     matrices, thumbnail name, photo name | None, (H, W), [has a prediction, per run])``.
 
     ``items``: ``(stem, photo path | None, truth path, (prediction path | None per run))``.
+    The masks are copied as they are (8-bit grayscale PNGs; anything else is re-encoded as
+    one) and the error view is drawn in the browser from them, so a prediction is decoded
+    only where the joint histogram's fast path does not apply.
     """
     out_dir, done = Path(out), []
     for stem, photo, truth_path, preds in items:
         gt_data = read_bytes(truth_path, "ground-truth mask")
-        gt = decode_mask(gt_data, truth_path, "ground-truth mask")
-        _copy_ids(gt_data, gt, out_dir / "truth" / f"{stem}.png")
+        gt = decode_mask(gt_data, truth_path, "ground-truth mask")  # the thumbnail's
+        _write(out_dir / "truth" / f"{stem}.png", gt_data if _is_gray8(gt_data) else _png(gt))
         cms = []
         for r, pred_path in enumerate(preds):
-            pred_data = pred = None
-            if pred_path is not None:
-                pred_data = read_bytes(pred_path, "prediction")
-                pred = decode_mask(pred_data, pred_path, "prediction")
-                if pred.shape != gt.shape:
-                    raise BddsegError(f"prediction is not the size of {truth_path}", pred_path)
-                _copy_ids(pred_data, pred, out_dir / "pred" / str(r) / f"{stem}.png")
+            pred_data = None if pred_path is None else read_bytes(pred_path, "prediction")
             try:
-                cms.append(_confusion(gt_data, gt, pred_data, pred))
+                cm, pred = _confusion(gt_data, gt, pred_data, pred_path)
             except BddsegError as e:
-                raise BddsegError(e.problem, truth_path) from None
-            wrong = np.ones_like(gt) if pred is None else (pred != gt).view(np.uint8)
-            wrong[gt == IGNORE_VALUE] = 2
-            error = _png(wrong, ERROR_PALETTE, ERROR_ALPHA)
-            atomic_write_bytes(out_dir / "error" / str(r) / f"{stem}.png", error)
+                raise BddsegError(e.problem, e.path or truth_path) from None
+            cms.append(cm)
+            if pred_data is not None:
+                if not _is_gray8(pred_data):
+                    pred = decode_mask(pred_data, pred_path, "prediction") if pred is None else pred
+                    pred_data = _png(pred)
+                _write(out_dir / "pred" / str(r) / f"{stem}.png", pred_data)
         thumb = _thumb(photo, gt, out_dir / "thumb" / stem)
         photo_name = None
         if photo is not None:
             photo_name = f"{stem}{Path(photo).suffix.lower()}"
-            with atomic_path(out_dir / "photo" / photo_name) as tmp:
-                shutil.copyfile(photo, tmp)
+            _write(out_dir / "photo" / photo_name, read_bytes(photo, "photo"))
         done.append(
             (stem, np.stack(cms), thumb, photo_name, gt.shape, [p is not None for p in preds])
         )
@@ -332,6 +345,9 @@ def build_view(
             view_runs[i] = dataclasses.replace(r, name=f"{r.name}-{i + 1}", label=label)
     out = Path(out) if out is not None else default_out([Path(d) for d in run_dirs])
     items = _items(view_runs, split, data_root)
+    folders = ["truth", "thumb", *(f"pred/{r}" for r in range(len(view_runs)))]
+    for folder in folders + ["photo"] * any(photo for _, photo, _, _ in items):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     done = [row for part in parallel_map(_build_chunk, items, workers, str(out)) for row in part]
     images = [_image_entry(*row) for row in done]
     cms = np.stack([row[1] for row in done])  # (N, R, 20, 20)
