@@ -1,4 +1,5 @@
-"""Inference speed of the U-Net/ResNet34 at 720x1280: PyTorch fp32 and its variants, and onnxruntime.
+"""Inference speed of the U-Net/ResNet34 at 720x1280: PyTorch fp32 and its variants, and the
+ONNX export on onnxruntime and OpenVINO, in fp32 and static INT8.
 
 What is timed: the network forward on a random ImageNet-normalised batch ``(B, 3, 720, 1280)``,
 padded to 736x1280 and cropped back (as :func:`bddseg.model.forward_padded` does), with a
@@ -7,12 +8,19 @@ Each variant runs ``warmup`` untimed calls (the first one's time is reported: it
 ``torch.compile``'s compilation), then ``iters`` timed calls; latency is the median per batch,
 images/s is images over the summed call times, and CPU s/image is this process's CPU time
 (all its threads) per image, a steadier figure on a shared CPU.
+
+The INT8 rows time a static INT8 copy of the export (:func:`bddseg.quantize.quantize_arrays`)
+calibrated on a few random frames: speed only. Its accuracy comes from
+``bddseg export --quantize int8 --calibration ROOT`` (real photos), which writes the file
+``predict --onnx`` runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import importlib.util
 import json
 import os
 import platform
@@ -27,7 +35,34 @@ import torch
 
 from bddseg.errors import BddsegError, first_line
 
-VARIANTS = ("fp32", "channels_last", "bf16", "compile", "onnxruntime", "cl+bf16+compile")
+VARIANTS = (
+    "fp32",
+    "channels_last",
+    "bf16",
+    "compile",
+    "onnxruntime",
+    "cl+bf16+compile",
+    "int8",
+    "openvino",
+    "openvino-int8",
+)
+# The ONNX rows: variant -> (runtime, INT8?)
+ONNX_VARIANTS = {
+    "onnxruntime": ("onnxruntime", False),
+    "int8": ("onnxruntime", True),
+    "openvino": ("openvino", False),
+    "openvino-int8": ("openvino", True),
+}
+CALIBRATION_FRAMES = 4  # random frames that calibrate the INT8 rows (speed only)
+
+
+def default_variants(cuda: bool) -> list[str]:
+    """All of :data:`VARIANTS` on CUDA but the CPU-only INT8 and OpenVINO rows; on a CPU all
+    but ``cl+bf16+compile``, and the OpenVINO rows only where ``openvino`` is installed."""
+    if cuda:
+        return list(VARIANTS[:6])
+    openvino = importlib.util.find_spec("openvino") is not None
+    return [v for v in VARIANTS if v != "cl+bf16+compile" and (openvino or "openvino" not in v)]
 
 
 def cpu_model() -> str:
@@ -55,18 +90,20 @@ def _runner(
     variant: str,
     model: torch.nn.Module,
     device: torch.device,
-    onnx_path: Callable[[], Path],
+    onnx_path: Callable[[bool], Path],
     threads: int | None,
 ):
-    """``variant`` -> a function of a normalised batch returning logits (timed as a whole)."""
+    """``variant`` -> a function of a normalised batch returning logits (timed as a whole);
+    ``onnx_path(int8)`` gives the fp32 or INT8 ONNX file."""
     from bddseg.model import model_forward
 
     cl = variant in ("channels_last", "cl+bf16+compile")
     bf16 = variant in ("bf16", "cl+bf16+compile")
-    if variant == "onnxruntime":
+    if variant in ONNX_VARIANTS:
         from bddseg.onnx_runtime import OnnxForward
 
-        return OnnxForward(onnx_path(), device=str(device), threads=threads)
+        runtime, int8 = ONNX_VARIANTS[variant]
+        return OnnxForward(onnx_path(int8), device=str(device), threads=threads, runtime=runtime)
     net = copy.deepcopy(model)
     if cl:
         net = net.to(memory_format=torch.channels_last)
@@ -153,9 +190,9 @@ def run_inference_bench(
 ) -> dict[str, Any]:
     """Time every variant at every batch size; print a markdown table; optionally write JSON.
 
-    Defaults are short on CPU (batch 1, 3 timed calls after 1 warm-up, no
-    ``cl+bf16+compile``) and fuller on CUDA (batches 1 and 8, 20 timed calls after 5
-    warm-ups, every variant). The model is a random U-Net/ResNet34 with 20 classes unless
+    Defaults are short on CPU (batch 1, 3 timed calls after 1 warm-up,
+    :func:`default_variants`) and fuller on CUDA (batches 1 and 8, 20 timed calls after 5
+    warm-ups). The model is a random U-Net/ResNet34 with 20 classes unless
     ``checkpoint`` is given. A variant that fails is reported in its row (``error``) and the
     others still run. Ratios are images/s over PyTorch fp32's at the same batch size.
     ``threads`` sets torch's and onnxruntime's intra-op threads for the run (on a shared,
@@ -173,7 +210,7 @@ def run_inference_bench(
     if cuda and not torch.cuda.is_available():
         raise BddsegError("--device cuda but torch sees no CUDA device")
     batch_sizes = batch_sizes or ([1, 8] if cuda else [1])
-    variants = variants or list(VARIANTS if cuda else VARIANTS[:5])
+    variants = variants or default_variants(cuda)
     if "fp32" not in variants or any(v not in VARIANTS for v in variants):
         raise BddsegError(
             f"variants must include fp32 and come from {', '.join(VARIANTS)}; got {variants}"
@@ -190,7 +227,18 @@ def run_inference_bench(
         model = build_model(ModelConfig(pretrained=False), 20).to(dev).eval()
     with tempfile.TemporaryDirectory(prefix="bddseg-bench-") as tmp:
 
-        def onnx_path() -> Path:  # exported on first use, dynamic batch/height/width
+        @functools.cache
+        def onnx_path(int8: bool = False) -> Path:  # made on first use, dynamic batch/H/W
+            if int8:
+                from bddseg.onnx_runtime import OnnxForward
+                from bddseg.quantize import quantize_arrays
+
+                pad = OnnxForward(onnx_path(), threads=1).padded  # what the model gets
+                g = torch.Generator().manual_seed(0)
+                frames = [pad(torch.randn(1, 3, height, width, generator=g))
+                          for _ in range(CALIBRATION_FRAMES)]  # fmt: skip
+                quantize_arrays(onnx_path(), Path(tmp) / "bench.int8.onnx", frames)
+                return Path(tmp) / "bench.int8.onnx"
             ckpt = checkpoint or Path(tmp) / "bench.pt"
             if checkpoint is None:
                 save_checkpoint(ckpt, _random_checkpoint(model))
@@ -253,7 +301,9 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 __all__ = [
+    "ONNX_VARIANTS",
     "VARIANTS",
+    "default_variants",
     "cpu_model",
     "device_name",
     "markdown_table",

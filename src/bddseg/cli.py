@@ -307,12 +307,25 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     done = export_onnx(
         Path(args.checkpoint), Path(args.out), opset=args.opset, dynamic=args.dynamic,
-        size=args.size, check=not args.no_check,
+        size=args.size, check=not args.no_check, quantize=args.quantize,
+        calibration=args.calibration, calibration_images=args.calibration_images,
+        eval_images=args.eval_images, keep_fp32=_csv(args.keep_fp32 or ""),
     )  # fmt: skip
     shape = "x".join(map(str, done.input_shape)) if done.input_shape else "N x 3 x H x W"
-    print(f"wrote {done.path} (input {shape})")
+    if done.fp32 is not None:
+        print(f"wrote {done.fp32} (fp32, input {shape})")
     if done.parity is not None:
         print(f"parity with the checkpoint (fp32): {parity_line(done.parity)}")
+    if done.int8 is not None:
+        from bddseg.errors import warn
+        from bddseg.quantize import drop_warning, int8_line
+
+        print(f"wrote {done.path} (INT8, input {shape})")
+        print(f"INT8: {int8_line(done.int8)}")
+        if (text := drop_warning(done.int8)) is not None:
+            warn(text)
+    else:
+        print(f"wrote {done.path} (input {shape})")
     return 0
 
 
@@ -658,6 +671,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check", action="store_true",
         help="write the file even if the parity check fails (default: refuse, exit 2)",
     )  # fmt: skip
+    ex.add_argument(
+        "--quantize", choices=["int8"],
+        help="static INT8 (QDQ, onnxruntime) into --out, the fp32 model beside it as "
+        "STEM.fp32.onnx; needs --calibration (default: none, fp32)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--calibration", metavar="ROOT",
+        help="dataset whose train photos calibrate INT8 and whose val photos score it "
+        "against fp32 (default: none)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--calibration-images", type=int, default=16, metavar="N",
+        help="train photos to calibrate on",
+    )  # fmt: skip
+    ex.add_argument(
+        "--eval-images", type=int, default=8, metavar="N",
+        help="val photos to score INT8 against fp32 on (0: no scoring)",
+    )  # fmt: skip
+    ex.add_argument(
+        "--keep-fp32", metavar="LIST",
+        help="comma list of layers left in fp32: first-conv, head or ONNX node names "
+        "(default: none)",
+    )  # fmt: skip
     ex.set_defaults(func=_cmd_export)
 
     r = sub.add_parser("report", help="one self-contained HTML report for one or more runs")
@@ -692,8 +728,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-sizes", help="comma list (default: 1 on CPU, 1,8 on CUDA)")
     b.add_argument(
         "--variants",
-        help="comma list of fp32,channels_last,bf16,compile,onnxruntime,cl+bf16+compile "
-        "(default: all on CUDA, all but the last on CPU)",
+        help="comma list of fp32,channels_last,bf16,compile,onnxruntime,cl+bf16+compile,"
+        "int8,openvino,openvino-int8 (int8: onnxruntime on a static INT8 copy; openvino: "
+        "the `openvino` extra) (default: the first six on CUDA; on CPU all but "
+        "cl+bf16+compile, the openvino rows where installed)",
     )
     b.add_argument("--iters", type=int, help="timed calls per row (default: 3 on CPU, 20 on CUDA)")
     b.add_argument("--warmup", type=int, help="untimed calls first (default: 1 on CPU, 5 on CUDA)")
@@ -702,7 +740,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="time this model (default: a random U-Net/ResNet34)",
     )
     b.add_argument(
-        "--threads", type=int, help="CPU threads for torch and onnxruntime (default: theirs)"
+        "--threads", type=int, help="CPU threads for torch and the runtimes (default: theirs)"
     )
     b.add_argument("--out", help="also write the results as JSON (default: none)")
     b.set_defaults(func=_cmd_bench)

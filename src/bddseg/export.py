@@ -48,11 +48,14 @@ NO_DYNAMIC_EXPORT_WHY = (
 class Exported:
     """What :func:`export_onnx` wrote: the file, the input shape (``None`` for dynamic
     height and width) and the parity check (:func:`check_parity`; ``None`` with
-    ``check=False``)."""
+    ``check=False``); with ``quantize="int8"``, ``path`` is the INT8 file, ``fp32`` the fp32
+    one it was made from and ``int8`` :func:`bddseg.quantize.quantize_onnx`'s report."""
 
     path: Path
     input_shape: tuple[int, int, int, int] | None
     parity: dict[str, Any] | None
+    fp32: Path | None = None
+    int8: dict[str, Any] | None = None
 
 
 def trained_size(ckpt: dict[str, Any], cfg: Any) -> tuple[int, int] | None:
@@ -72,6 +75,11 @@ def export_onnx(
     dynamic: bool = False,
     size: tuple[int, int] | None = None,
     check: bool = True,
+    quantize: str | None = None,
+    calibration: str | Path | None = None,
+    calibration_images: int = 16,
+    eval_images: int | None = 8,
+    keep_fp32: Sequence[str] = (),
 ) -> Exported:
     """Export a checkpoint to ONNX with the torch.export-based (dynamo) exporter, and check
     that onnxruntime predicts what PyTorch predicts before the file is put in place.
@@ -93,6 +101,11 @@ def export_onnx(
             (:class:`BddsegError`, no file written) when the logits differ by more than
             :data:`PARITY_MAX_DIFF` or fewer than :data:`PARITY_MIN_AGREEMENT` of the pixels
             get the same class.
+        quantize: ``"int8"``: write the fp32 model as ``STEM.fp32.onnx`` beside ``out``, then
+            static INT8 into ``out`` (:func:`bddseg.quantize.quantize_onnx`, calibrated on
+            ``calibration_images`` train photos of the dataset ``calibration`` and scored
+            against fp32 on ``eval_images`` of its val photos, keeping ``keep_fp32`` layers
+            unquantised).
 
     Returns:
         :class:`Exported`. The file's metadata holds ``bddseg.num_classes``,
@@ -104,6 +117,16 @@ def export_onnx(
         raise BddsegError(
             "the output must end in .onnx (load_predictor picks the runtime by it)", out
         )
+    if quantize not in (None, "int8"):
+        raise BddsegError(f"unknown quantisation {quantize!r} (valid: int8)")
+    if quantize and calibration is None:
+        raise BddsegError("--quantize int8 needs --calibration ROOT (a dataset to calibrate on)")
+    if quantize:  # the calibration data first: a missing folder fails before the export
+        from bddseg.quantize import calibration_pairs
+
+        calibration_pairs(calibration, "train", calibration_images)
+        if eval_images != 0:
+            calibration_pairs(calibration, "val", eval_images)
     ckpt = load_checkpoint(checkpoint)
     model, cfg = model_from_checkpoint(ckpt, "cpu", source=checkpoint)
     if dynamic and cfg.model.arch in NO_DYNAMIC_EXPORT:
@@ -137,13 +160,23 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     parity = None
-    with atomic_path(out) as tmp:
+    fp32 = out.with_name(out.stem + ".fp32.onnx") if quantize else out
+    with atomic_path(fp32) as tmp:
         onnx.save_model(proto, str(tmp))
         if check:  # on the temporary file: a failed check leaves nothing behind
             image = parity_image(cfg, frame or FRAME_SIZE, any_size=bool(cfg.data.base_size))
             parity = check_parity(ckpt, tmp, [image])
             _require_parity(parity, checkpoint)
-    return Exported(out, None if dynamic else (1, 3, h, w), parity)
+    shape = None if dynamic else (1, 3, h, w)
+    if not quantize:
+        return Exported(out, shape, parity)
+    from bddseg.quantize import quantize_onnx
+
+    int8 = quantize_onnx(
+        fp32, out, calibration, calibration_images=calibration_images,
+        eval_images=eval_images, keep_fp32=keep_fp32,
+    )  # fmt: skip
+    return Exported(out, shape, parity, fp32=fp32, int8=int8)
 
 
 FRAME_SIZE = (720, 1280)  # a BDD100K frame: the parity image of a dynamic export

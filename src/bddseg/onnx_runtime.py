@@ -1,5 +1,6 @@
-"""The onnxruntime forward behind ``load_predictor("m.onnx")``: an ONNX file as a function
-from normalised images to logits.
+"""The forward behind ``load_predictor("m.onnx")``: an ONNX file (fp32, or INT8 from
+:mod:`bddseg.quantize`) as a function from normalised images to logits, run by onnxruntime
+or OpenVINO.
 
 Written by :func:`bddseg.export.export_onnx`; normalisation, TTA and the mapping to train ids
 stay in :mod:`bddseg.predictor`, shared with the PyTorch runtime.
@@ -18,48 +19,41 @@ import torch.nn.functional as F
 from bddseg.errors import BddsegError, first_line
 from bddseg.model import pad_to_multiple
 
+# What runs an ONNX file: onnxruntime (the default, CPU or CUDA), or OpenVINO (the ``openvino``
+# extra; CPU) reading the same file
+RUNTIMES = ("onnxruntime", "openvino")
+
 
 class OnnxForward:
-    """onnxruntime session as a forward: normalised ``(N, 3, H, W)`` -> logits ``(N, C, H, W)``.
+    """An ONNX file as a forward: normalised ``(N, 3, H, W)`` -> logits ``(N, C, H, W)``.
 
     Pads to the multiple the file records (``bddseg.pad_multiple``, 32 when absent; dynamic
     export) or up to the fixed input size, and crops back,
     like :func:`bddseg.model.forward_padded`. ``max_size`` is the fixed ``(H, W)`` or None.
-    ``threads``: onnxruntime's intra-op threads (default: one per core).
+    ``threads``: the runtime's intra-op threads (default: one per core). ``runtime``: one of
+    :data:`RUNTIMES`.
     """
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int | None = None):
-        import onnxruntime as ort
-
+    def __init__(
+        self,
+        path: str | Path,
+        device: str = "cpu",
+        threads: int | None = None,
+        runtime: str = "onnxruntime",
+    ):
         p = Path(path)
         if not p.is_file():
             raise BddsegError("ONNX file not found", p)
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise BddsegError(
-                    "this onnxruntime has no CUDA provider: pip install onnxruntime-gpu, "
-                    "or use --device cpu"
-                )
-            index = int(device.partition(":")[2] or 0)
-            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(p), options, providers=providers)
-        except Exception as e:  # InvalidProtobuf, Fail, ... from the C++ side
-            raise BddsegError(f"not a loadable ONNX model ({first_line(e)})", p) from None
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+        if runtime not in RUNTIMES:
+            raise BddsegError(f"unknown runtime {runtime!r} (valid: {', '.join(RUNTIMES)})")
+        session = _onnxruntime if runtime == "onnxruntime" else _openvino
+        self._run, shape, c, meta = session(p, device, threads)
+        self.runtime = runtime
+        if len(shape) != 4 or shape[1] != 3:
             raise BddsegError("expected one input of shape (N, 3, H, W)", p)
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        shape = inputs[0].shape
         self.fixed_batch = shape[0] if isinstance(shape[0], int) else None
         fixed = all(isinstance(s, int) for s in shape[2:])
         self.max_size: tuple[int, int] | None = (shape[2], shape[3]) if fixed else None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        c = outputs[0].shape[1]
         self.num_classes = c if isinstance(c, int) else int(meta.get("bddseg.num_classes", 0))
         if not self.num_classes:
             raise BddsegError("cannot tell the number of classes of this ONNX model", p)
@@ -76,7 +70,9 @@ class OnnxForward:
             raise BddsegError("bad bddseg.pad_multiple in the ONNX metadata", p) from None
         self.path = p
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def padded(self, x: torch.Tensor) -> np.ndarray:
+        """Normalised ``(N, 3, H, W)`` -> the float32 array the model gets: padded to the
+        multiple (dynamic file) or up to the fixed size (also what INT8 calibration feeds)."""
         h, w = x.shape[-2:]
         if self.max_size is None:
             xp = pad_to_multiple(x, self.pad_multiple)
@@ -89,7 +85,11 @@ class OnnxForward:
                     self.path,
                 )
             xp = F.pad(x, (0, mw - w, 0, mh - h))
-        arr = np.ascontiguousarray(xp.detach().float().cpu().numpy())
+        return np.ascontiguousarray(xp.detach().float().cpu().numpy())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        arr = self.padded(x)
         step = self.fixed_batch or len(arr)
         outs = []
         for i in range(0, len(arr), step):
@@ -97,8 +97,77 @@ class OnnxForward:
             n = len(chunk)
             if n < step:  # a fixed batch larger than what is left: pad with zeros
                 chunk = np.concatenate([chunk, np.zeros((step - n, *chunk.shape[1:]), chunk.dtype)])
-            outs.append(self.session.run([self.output_name], {self.input_name: chunk})[0][:n])
+            outs.append(self._run(chunk)[:n])
         return torch.from_numpy(np.concatenate(outs))[..., :h, :w].to(x.device)
 
 
-__all__ = ["OnnxForward"]
+def _onnxruntime(p: Path, device: str, threads: int | None):
+    """An onnxruntime session: ``(run, input shape, output channels, metadata)``; a
+    dimension is an ``int`` where fixed."""
+    import onnxruntime as ort
+
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BddsegError(
+                "this onnxruntime has no CUDA provider: pip install onnxruntime-gpu, "
+                "or use --device cpu"
+            )
+        index = int(device.partition(":")[2] or 0)
+        providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(p), options, providers=providers)
+    except Exception as e:  # InvalidProtobuf, Fail, ... from the C++ side
+        raise BddsegError(f"not a loadable ONNX model ({first_line(e)})", p) from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1:
+        raise BddsegError("expected one input of shape (N, 3, H, W)", p)
+    names = [outputs[0].name], inputs[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(names[0], {names[1]: batch})[0]
+
+    meta = session.get_modelmeta().custom_metadata_map
+    return run, list(inputs[0].shape), outputs[0].shape[1], meta
+
+
+def _openvino(p: Path, device: str, threads: int | None):
+    """The same for OpenVINO (the ``openvino`` extra), reading the ONNX file itself; fp32
+    everywhere its graph is fp32 (OpenVINO would take bf16 on a CPU that has it: other
+    masks on other machines)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise BddsegError(
+            "--runtime openvino needs the openvino package: pip install 'bddseg[openvino]'"
+        ) from None
+    if device != "cpu":
+        raise BddsegError(f"--runtime openvino runs on the CPU here, not {device}: --device cpu")
+    core = ov.Core()
+    try:
+        model = core.read_model(str(p))
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        compiled = core.compile_model(model, "CPU", config)
+    except Exception as e:  # RuntimeError from the C++ side
+        raise BddsegError(f"OpenVINO cannot load this ONNX model ({first_line(e)})", p) from None
+    if len(model.inputs) != 1:
+        raise BddsegError("expected one input of shape (N, 3, H, W)", p)
+    shape = [d.get_length() if d.is_static else None for d in model.inputs[0].get_partial_shape()]
+    c = model.outputs[0].get_partial_shape()[1]
+    meta = {}
+    if model.has_rt_info("framework"):  # the ONNX metadata_props
+        meta = {k: v.astype(str) for k, v in model.get_rt_info()["framework"].items()}
+    request = compiled.create_infer_request()
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return request.infer({0: batch})[compiled.output(0)].copy()
+
+    return run, shape, c.get_length() if c.is_static else None, meta
+
+
+__all__ = ["RUNTIMES", "OnnxForward"]
