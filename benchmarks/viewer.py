@@ -21,6 +21,7 @@ import argparse
 import base64
 import datetime
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -173,12 +174,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         run, n = make_run(tmp, args.workers)
+        load = os.getloadavg()  # the machine is shared: the figures depend on it
         t0 = time.perf_counter()
         index = build_view([run], tmp / "view", workers=args.workers)
         build = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in index.parent.rglob("*") if p.is_file())
         data_js = (index.parent / "data.js").stat().st_size
         m = measure(index, args.keys)
+    load = (*load, *os.getloadavg())
     nx = m["next_ms"]
     lines = [
         f"build: {build:.1f} s for {n} images ({args.workers} workers); site {size / 1e6:.0f} MB,"
@@ -187,6 +190,8 @@ def main() -> None:
         f"[data-image] elements)",
         f"next image after ArrowRight: median {statistics.median(nx):.0f} ms, max {max(nx):.0f} "
         f"ms over {len(nx)} presses",
+        "load average (1, 5, 15 min) before the build: {:.1f}, {:.1f}, {:.1f}; after the browser: "
+        "{:.1f}, {:.1f}, {:.1f}".format(*load),
     ]
     print("\n".join(lines))
     if args.append:
@@ -212,8 +217,6 @@ def _chromium_version() -> str:
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 

@@ -74,20 +74,25 @@
   table("miss", function (v) { return v === IGNORE ? GREY : RED; });
 
   // ------------------------------------------------------------ the list
-  // One HTML string for the 1,000 cards (a tenth of the time of createElement per node).
-  var html = D.images.map(function (im, i) {
-    var score = "";
+  // The 1,000 cards: clones of one (cheaper than building each node, or parsing HTML).
+  var model = el("div", { "class": "card" });
+  model.appendChild(el("img", { loading: "lazy", decoding: "async", alt: "", width: 128, height: 72 }));
+  model.appendChild(el("div", { "class": "info" }));
+  ["stem", "score", "pixels"].forEach(function (c) { model.lastChild.appendChild(el("div", { "class": c })); });
+  var pixelBoxes = [];
+  var cards = D.images.map(function (im, i) {
+    var card = model.cloneNode(true), info = card.lastChild, score = "";
+    card.setAttribute("data-image", im.s);
+    card.setAttribute("data-index", i);
+    card.firstChild.src = im.t;
+    info.firstChild.textContent = im.s;
+    info.firstChild.title = im.s;
     for (var r = 0; r < R; r++) score += (R > 1 ? runName(r) + " " : "mIoU ") + pct(im.miou[r]) + "  ";
-    if (R > 1) score += delta(im.miou[0], im.miou[1]).outerHTML;
-    return '<div class="card" data-image="' + esc(im.s) + '" data-index="' + i + '">' +
-      '<img loading="lazy" decoding="async" alt="" width="128" height="72" src="' + esc(im.t) +
-      '"><div class="info"><div class="stem" title="' + esc(im.s) + '">' + esc(im.s) +
-      '</div><div class="score">' + score + '</div><div class="pixels"></div></div></div>';
-  }).join("");
-  var holder = el("div");
-  holder.innerHTML = html;
-  var cards = Array.prototype.slice.call(holder.children);
-  var pixelBoxes = cards.map(function (card) { return card.lastChild.lastChild; });
+    info.children[1].textContent = score;
+    if (R > 1) info.children[1].appendChild(delta(im.miou[0], im.miou[1]));
+    pixelBoxes.push(info.lastChild);
+    return card;
+  });
   $("list").addEventListener("click", function (e) {
     var card = e.target.closest(".card");
     if (card) select(+card.getAttribute("data-index"));
