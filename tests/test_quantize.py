@@ -21,6 +21,7 @@ import pytest
 from bddseg.cli import main
 from bddseg.errors import BddsegError
 from bddseg.layout import list_pairs
+from bddseg.onnx_runtime import RUNTIMES
 from bddseg.quantize import KEEP_FP32, quantize_onnx, resolve_nodes
 
 MIN_AGREEMENT = 0.85
@@ -70,6 +71,32 @@ def test_predict_onnx_runs_int8(int8, synth_root, tmp_path):
 
     mask = read_mask(masks[0], check_values=False)
     assert mask.shape == (96, 160) and set(np.unique(mask)) <= set(range(19))
+
+
+def test_openvino_runs_the_same_files(int8, synth_root, tmp_path):
+    pytest.importorskip("openvino")
+    from bddseg.predictor import load_predictor
+
+    out, _ = int8
+    image = list_pairs(synth_root, "val")[0].image
+    fp32 = out.with_name("model.fp32.onnx")
+    ort, ov = (load_predictor(fp32, runtime=r).logits(image) for r in RUNTIMES)
+    assert (ort - ov).abs().max() <= 1e-4 * max(1.0, ort.abs().max().item())  # fp32 both
+    assert main(["predict", str(image), "--onnx", str(out), "--runtime", "openvino",
+                 "--out", str(tmp_path), "--format", "mask", "--workers", "0"]) == 0  # fmt: skip
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 1
+
+
+def test_runtime_choices_and_checkpoint(ckpt, synth_root, tmp_path, capsys):
+    from bddseg.cli import build_parser
+
+    pr = build_parser()._subparsers._group_actions[0].choices["predict"]
+    runtime = next(a for a in pr._actions if a.dest == "runtime")
+    assert tuple(runtime.choices) == RUNTIMES and runtime.default == RUNTIMES[0]
+    image = list_pairs(synth_root, "val")[0].image
+    args = ["predict", str(image), "--checkpoint", str(ckpt), "--out", str(tmp_path)]
+    assert main([*args, "--runtime", "openvino"]) == 2
+    assert "checkpoint runs on PyTorch" in _one_error_line(capsys, str(ckpt))
 
 
 def test_keep_fp32_names_resolve(int8):

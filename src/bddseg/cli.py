@@ -284,6 +284,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         workers=args.workers,
         window=args.window,
         legend=args.legend,
+        runtime=args.runtime,
     )
     print(f"wrote {summary['written']} prediction(s) to {args.out}; skipped {summary['skipped']}")
     if summary["skipped"]:
@@ -612,6 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="images, folders, globs or video files")
     pr.add_argument("--checkpoint", help="a .pt checkpoint (or --onnx; default: none)")
     pr.add_argument("--onnx", help="an exported .onnx model (or --checkpoint; default: none)")
+    pr.add_argument(
+        "--runtime", choices=["onnxruntime", "openvino"], default="onnxruntime",
+        help="what runs --onnx (fp32 or INT8 alike); openvino: the `openvino` extra, CPU",
+    )  # fmt: skip
     pr.add_argument(
         "--out",
         required=True,

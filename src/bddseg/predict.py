@@ -373,6 +373,7 @@ def predict_inputs(
     progress: bool = True,
     window: tuple[int, int] | None = None,
     legend: bool = False,
+    runtime: str = "onnxruntime",
 ) -> dict[str, Any]:
     """Predict every image, folder (recursive .jpg/.jpeg/.png), glob and video in ``inputs``.
 
@@ -385,7 +386,8 @@ def predict_inputs(
     evaluator counts as a miss). DataLoader workers decode ahead; same-size images are
     batched; ``window`` (h, w) predicts in overlapping tiles (see :class:`bddseg.predictor.Predictor`).
     A checkpoint runs at ``precision``, fp32 unless asked (see
-    :meth:`bddseg.predictor.Predictor.from_checkpoint`); an ONNX file runs as exported.
+    :meth:`bddseg.predictor.Predictor.from_checkpoint`); an ONNX file runs as exported, on
+    ``runtime`` (``onnxruntime`` or ``openvino``).
     An input that cannot be read is reported on stderr (one line) and skipped; the others
     are still written (``bddseg predict`` then exits 2). Stem clashes are resolved by
     :func:`unique_names`.
@@ -417,6 +419,7 @@ def predict_inputs(
         precision=precision,
         keep_unknown=keep_unknown,
         window=window,
+        runtime=runtime,
     )
     out_dir = Path(out_dir)
     start = time.perf_counter()

@@ -243,12 +243,18 @@ class Predictor:
 
     @classmethod
     def from_onnx(
-        cls, path: str | Path, device: str | torch.device = "cpu", **options: Any
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        *,
+        runtime: str = "onnxruntime",
+        **options: Any,
     ) -> Predictor:
-        """An onnxruntime predictor with the same pre- and post-processing."""
+        """An ONNX predictor (fp32 or INT8) with the same pre- and post-processing, on
+        ``runtime``: ``onnxruntime`` or ``openvino`` (:data:`bddseg.onnx_runtime.RUNTIMES`)."""
         from bddseg.onnx_runtime import OnnxForward
 
-        forward = OnnxForward(path, device=str(device))
+        forward = OnnxForward(path, device=str(device), runtime=runtime)
         options.setdefault("input_size", forward.input_size)
         return cls(forward, forward.num_classes, device="cpu", **options)
 
@@ -374,12 +380,15 @@ def load_predictor(path: str | Path, device: str = "cpu", **options: Any) -> Pre
 
     ``options`` go to :class:`Predictor` (``tta``, ``window``, ``overlap``, ``keep_unknown``);
     ``precision`` (default ``32-true``; see :meth:`Predictor.from_checkpoint`) to the PyTorch
-    one (an ONNX model runs as exported).
+    one (an ONNX model runs as exported); ``runtime`` (default ``onnxruntime``, or
+    ``openvino``) to the ONNX one.
     """
     p = Path(path)
     if p.suffix.lower() == ".onnx":
         options.pop("precision", None)
         return Predictor.from_onnx(p, device, **options)
+    if options.pop("runtime", "onnxruntime") != "onnxruntime":
+        raise BddsegError("a runtime is chosen for an .onnx model; a checkpoint runs on PyTorch", p)
     if p.suffix.lower() in (".pt", ".pth", ".ckpt"):
         return Predictor.from_checkpoint(p, device, **options)
     raise BddsegError("unknown model file type: expected a .pt checkpoint or an .onnx file", p)

@@ -186,11 +186,10 @@ def _preprocess(fp32: Path, dst: Path) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
-        dims = onnx.load(str(fp32), load_external_data=False).graph.input[0].type.tensor_type
-        # onnxruntime's symbolic shape inference stops at a dynamic export's symbolic H and W
-        # ("Incomplete symbolic shape"); onnx's own shape inference still runs
-        dynamic = any(d.dim_param for d in dims.shape.dim[2:])
-        quant_pre_process(str(fp32), str(dst), skip_symbolic_shape=dynamic)
+        # without onnxruntime's symbolic shape inference: it stops at a dynamic export's
+        # symbolic H and W, and then leaves a model-sized scratch file in the working
+        # directory; onnx's own shape inference, which still runs, covers these graphs
+        quant_pre_process(str(fp32), str(dst), skip_symbolic_shape=True)
     except Exception as e:  # onnx / onnxruntime raise many types
         raise BddsegError(
             f"cannot prepare this model for quantisation ({first_line(e)})", fp32
