@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,19 @@ def test_not_an_onnx_model(synth_root, tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(BddsegError, match=f"^{bad}: "):
         quantize_onnx(bad, tmp_path / "q.onnx", synth_root, calibration_images=2)
+
+
+def test_bench_has_int8_rows(int8, trained, monkeypatch):
+    from bddseg import export
+    from bddseg.bench import markdown_table, run_inference_bench
+
+    fp32 = int8[0].with_name("model.fp32.onnx")  # the export bench would make, made already
+    monkeypatch.setattr(export, "export_onnx", lambda *a, **k: export.Exported(fp32, None, None))
+    variants = ["fp32", "int8"] + (["openvino-int8"] if find_spec("openvino") else [])
+    result = run_inference_bench(
+        variants=variants, iters=1, height=96, width=160, checkpoint=trained(), threads=1,
+        echo=lambda line: None,
+    )  # fmt: skip
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert "error" not in rows["int8"] and rows["int8"]["images_per_s"] > 0, rows
+    assert "| int8 | 1 |" in markdown_table(result)

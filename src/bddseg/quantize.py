@@ -45,8 +45,9 @@ def calibration_pairs(root: str | Path, split: str, count: int | None) -> list[P
         p for p in list_pairs(root, split) if p.image is not None and (split != "val" or p.mask)
     ]
     if not pairs:
-        what = "labelled val photos to score on" if split == "val" else f"{split} photos"
-        raise BddsegError(f"no {what} (the quantisation needs some)", root)
+        if split == "val":
+            raise BddsegError("no labelled val photos to score INT8 on (--eval-images 0)", root)
+        raise BddsegError(f"no {split} photos to calibrate INT8 on", root)
     if count is not None and count < 1:
         raise BddsegError(f"the number of {split} photos must be at least 1, got {count}")
     if count is None or count >= len(pairs):
