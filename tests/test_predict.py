@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +17,13 @@ from test_predictor import _image, _save
 
 from bddseg.errors import BddsegError
 from bddseg.labels import PALETTE
-from bddseg.predict import draw_legend, legend_classes, predict_inputs, unique_names
+from bddseg.predict import (
+    draw_legend,
+    legend_classes,
+    predict_inputs,
+    shard_items,
+    unique_names,
+)
 from bddseg.predictor import load_predictor
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -282,3 +292,73 @@ def test_predict_legend_on_color_maps_and_overlays(ckpt, tmp_path):
     overlays = [np.asarray(Image.open(outs[k] / "overlay" / "x.jpg"), np.int16) for k in outs]
     diff = np.abs(overlays[1] - overlays[0])  # JPEG: compared loosely
     assert diff[:h, :w].mean() > 10 and diff[h + 8 :].mean() < 2
+
+
+def _predict_process(ckpt: Path, inputs: Path, out: Path, rank: int, world: int, *extra: str):
+    """``bddseg predict`` in a new process, as a launcher starts it (RANK, WORLD_SIZE)."""
+    env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1"}
+    argv = ["predict", str(inputs), "--checkpoint", str(ckpt), "--out", str(out)]
+    code = "import sys; from bddseg.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *argv, "--format", "mask", "--workers", "0", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def test_shards_are_disjoint_and_cover_every_input(tmp_path):
+    items = [(tmp_path / f"{n}.png", n) for n in "fbdaec"] + [(tmp_path / "v.mp4", "v")]
+    shares = [shard_items(items, rank, 3) for rank in range(3)]
+    names = [n for share in shares for _, n in share]
+    assert sorted(names) == sorted(n for _, n in items) and len(set(names)) == len(items)
+    assert shard_items(items, 0, 1) == sorted(items, key=lambda item: item[1])
+
+
+def test_two_processes_predict_every_input_once_then_resume(ckpt, synth_root, tmp_path, capsys):
+    """RANK 0 and 1 of WORLD_SIZE 2, at once, into one folder: each writes its half and says
+    so; then a second run keeps all, a deleted mask is the only one predicted again and a
+    stopped run's temporary file is removed."""
+    from bddseg.cli import main
+
+    val = synth_root / "images" / "10k" / "val"
+    stems = sorted(p.stem for p in val.iterdir())
+    out = tmp_path / "out"
+    procs = [_predict_process(ckpt, val, out, rank, 2) for rank in (0, 1)]
+    counts = []
+    for rank, proc in enumerate(procs):
+        stdout, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+        line = re.fullmatch(
+            rf"\[rank {rank}/2\] wrote (\d+) prediction\(s\) to {re.escape(str(out))}; skipped 0",
+            stdout.strip(),
+        )
+        assert line, stdout
+        counts.append(int(line.group(1)))
+    assert counts == [len(stems) // 2] * 2  # sum == the files written: none twice
+    assert sorted(p.stem for p in (out / "masks").iterdir()) == stems
+    _no_temp_files(out)
+
+    argv = ["predict", str(val), "--checkpoint", str(ckpt), "--out", str(out), "--format", "mask"]
+    assert main([*argv, "--workers", "0"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"skipping {len(stems)} inputs already predicted",
+        f"wrote 0 prediction(s) to {out}; skipped 0",
+    ]
+
+    (out / "masks" / f"{stems[2]}.png").unlink()
+    stale = out / "masks" / f".{stems[4]}.png.k3j9x_2a.tmp"  # as atomic_path names them
+    stale.write_bytes(b"half a png")
+    before = {s: (out / "masks" / f"{s}.png").stat().st_mtime_ns for s in stems if s != stems[2]}
+    summary = predict_inputs(
+        [str(val)], out, checkpoint=ckpt, formats=["mask"], workers=0, progress=False
+    )
+    assert (summary["written"], summary["already"]) == (1, len(stems) - 1)
+    assert not stale.exists() and (out / "masks" / f"{stems[2]}.png").is_file()
+    assert before == {s: (out / "masks" / f"{s}.png").stat().st_mtime_ns for s in before}
+
+    # a format not written yet makes every input due; --overwrite predicts all again
+    summary = predict_inputs(
+        [str(val)], out, checkpoint=ckpt, formats=["mask", "color"], workers=0, progress=False
+    )
+    assert (summary["written"], summary["already"]) == (len(stems), 0)
+    assert main([*argv, "--workers", "0", "--overwrite"]) == 0
+    assert f"wrote {len(stems)} prediction(s)" in capsys.readouterr().out

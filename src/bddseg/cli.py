@@ -269,6 +269,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     if bool(args.checkpoint) == bool(args.onnx):
         raise BddsegError("give exactly one of --checkpoint CKPT or --onnx MODEL")
+    shard = _launcher_shard()
     summary = predict_inputs(
         args.inputs,
         Path(args.out),
@@ -285,11 +286,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         window=args.window,
         legend=args.legend,
         runtime=args.runtime,
+        shard=shard,
+        overwrite=args.overwrite,
     )
-    print(f"wrote {summary['written']} prediction(s) to {args.out}; skipped {summary['skipped']}")
+    # each process reports its own share (no process group needed): RANK/WORLD_SIZE prefix
+    prefix = f"[rank {shard[0]}/{shard[1]}] " if shard[1] > 1 else ""
+    print(
+        f"{prefix}wrote {summary['written']} prediction(s) to {args.out}; "
+        f"skipped {summary['skipped']}"
+    )
     if summary["skipped"]:
-        raise BddsegError(_failed_inputs(summary))
+        raise BddsegError(prefix + _failed_inputs(summary))
     return 0
+
+
+def _launcher_shard() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` as torchrun (or another launcher) sets them; ``(0, 1)`` alone."""
+    try:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise BddsegError("RANK and WORLD_SIZE must be whole numbers") from None
 
 
 def _failed_inputs(summary: dict) -> str:
@@ -651,6 +667,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--window",
         type=_hw,
         help="predict in overlapping HxW tiles (default: the whole image in one pass)",
+    )
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="predict every input again (default: keep the inputs whose every --format file "
+        "exists in --out, so a stopped run resumes). Under torchrun, or any launcher that sets "
+        "RANK and WORLD_SIZE, each process predicts its share of the inputs",
     )
     pr.set_defaults(func=_cmd_predict)
 

@@ -4,7 +4,8 @@
 decodes images and sampled video frames (:func:`read_video_frames`) in DataLoader workers,
 runs them through the one model runner (:class:`bddseg.predictor.Predictor`) and writes
 what :func:`write_outputs` writes, atomically; each video also gives an overlay video
-(:class:`OverlayVideos`).
+(:class:`OverlayVideos`). Under a launcher (``shard``) each process takes its share of the
+inputs (:func:`shard_items`); a run that was stopped resumes (:func:`predicted`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import glob
 import importlib.util
 import math
 import os
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -108,6 +110,52 @@ def expand_inputs(inputs: Sequence[str]) -> tuple[list[tuple[Path, str]], dict[s
     return list(zip(found, unique_names(found), strict=True)), empty
 
 
+def shard_items(items: list[tuple[Path, str]], rank: int, world: int) -> list[tuple[Path, str]]:
+    """Process ``rank`` of ``world``'s share: every ``world``-th item of ``items`` sorted by
+    output name, from ``rank`` on (a video is one item). Names are unique, so the shares of
+    processes given the same inputs never overlap and together hold every item."""
+    return sorted(items, key=lambda item: item[1])[rank::world]
+
+
+def output_paths(out_dir: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    """The files :func:`write_outputs` writes for ``name``, one per format."""
+    return [out_dir / FORMATS[f][0] / f"{name}{FORMATS[f][1]}" for f in formats]
+
+
+def predicted(out_dir: Path, name: str, formats: Sequence[str]) -> bool:
+    """Whether ``name`` was predicted already: every format's file exists. Writes are atomic,
+    so a file that exists is complete (a stopped run leaves at most a ``.*.tmp``)."""
+    return all(p.is_file() for p in output_paths(out_dir, name, formats))
+
+
+def remove_stale_temps(out_dir: Path, owner: Callable[[str], bool]) -> int:
+    """Remove the ``.NAME.SUFFIX.XXXX.tmp`` files a stopped run left under the format folders
+    whose output name ``owner`` claims; returns how many. Only this process's own names, so
+    that it never removes a file another process is writing right now."""
+    removed = 0
+    for sub, _ in FORMATS.values():
+        for tmp in (out_dir / sub).glob(".*.tmp"):
+            final = tmp.name[1:].rsplit(".", 2)[0]  # mkstemp's random part has no dot
+            if owner(final.rsplit(".", 1)[0]):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _name_owner(items: list[tuple[Path, str]], share: list[tuple[Path, str]], rank: int):
+    """``owner(output name) -> bool``: the name is of ``share`` (a video's frames ``V_000123``
+    are its video's), or of no input at all and this is rank 0."""
+    everyone = {name for _, name in items}
+    mine = {name for _, name in share}
+
+    def owner(name: str) -> bool:
+        frame = re.fullmatch(r"(.+)_\d{6}", name)
+        base = frame.group(1) if frame and frame.group(1) in everyone else name
+        return base in mine or (base not in everyone and rank == 0)
+
+    return owner
+
+
 def _video_backend(path: Path) -> str:
     for name in ("av", "cv2"):
         if importlib.util.find_spec(name) is not None:
@@ -119,16 +167,20 @@ def _video_backend(path: Path) -> str:
     )
 
 
-def read_video_frames(path: Path, fps: float) -> Iterator[tuple[int, torch.Tensor]]:
+def read_video_frames(
+    path: Path, fps: float, done: Callable[[int], bool] | None = None
+) -> Iterator[tuple[int, torch.Tensor | None]]:
     """Yield ``(frame index, uint8 RGB (3, H, W))`` for frames sampled ``fps`` times a second
-    (the first frame at or after each multiple of ``1 / fps`` s), with PyAV or else OpenCV."""
+    (the first frame at or after each multiple of ``1 / fps`` s), with PyAV or else OpenCV;
+    ``(frame index, None)``, not converted to RGB, for the sampled frames that ``done`` says
+    are predicted already."""
     backend = _video_backend(path)
     frames = _frames_av(path) if backend == "av" else _frames_cv2(path)
     next_t = 0.0
     try:
         for idx, t, get in frames:
             if t + 1e-6 >= next_t:
-                yield idx, get()
+                yield idx, None if done is not None and done(idx) else get()
                 next_t = (math.floor((t + 1e-6) * fps) + 1) / fps
     except BddsegError:
         raise
@@ -185,11 +237,19 @@ def _retrieve_cv2(cap, idx: int, path: Path) -> torch.Tensor:
 
 class _Decoded(torch.utils.data.IterableDataset):
     """Decodes inputs in DataLoader workers; yields ``(name, source, image | None, problem,
-    video)``, ``video`` the output name of the video a frame comes from (None for images)."""
+    video)``, ``video`` the output name of the video a frame comes from (None for images).
+    A frame of a video in ``resume`` whose outputs exist (:func:`predicted`) comes as
+    ``(name, source, None, None, video)``: not decoded to RGB, not predicted."""
 
-    def __init__(self, items: list[tuple[Path, str]], video_fps: float):
+    def __init__(
+        self,
+        items: list[tuple[Path, str]],
+        video_fps: float,
+        resume: tuple[Path, Sequence[str], set[str]] | None = None,
+    ):
         self.items = items
         self.video_fps = video_fps
+        self.resume = resume  # (out_dir, formats, names of the videos whose frames may skip)
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -197,21 +257,30 @@ class _Decoded(torch.utils.data.IterableDataset):
         for path, name in self.items[wid::n]:
             try:
                 if path.suffix.lower() in VIDEO_SUFFIXES:
-                    for idx, frame in read_video_frames(path, self.video_fps):
+                    for idx, frame in read_video_frames(path, self.video_fps, self._done(name)):
                         yield f"{name}_{idx:06d}", str(path), frame, None, name
                 else:
                     yield name, str(path), read_image(path), None, None
             except BddsegError as e:
                 yield name, str(path), None, e.problem, None
 
+    def _done(self, video: str) -> Callable[[int], bool] | None:
+        if self.resume is None or video not in self.resume[2]:
+            return None
+        out_dir, formats, _ = self.resume
+        return lambda idx: predicted(out_dir, f"{video}_{idx:06d}", formats)
+
 
 def _readable(
-    samples, skip: Callable[[str, str], None]
+    samples, skip: Callable[[str, str | None], None]
 ) -> Iterator[tuple[str, torch.Tensor, str | None]]:
     """``(name, image, video)`` of the decoded ``(name, source, image, problem, video)``
-    samples; failed samples go to ``skip`` as they come."""
+    samples; failed samples go to ``skip`` as they come (``(source, problem)``), and so do
+    frames predicted already (``(name, None)``)."""
     for name, source, image, problem, video in samples:
-        if image is None:
+        if image is None and problem is None:
+            skip(name, None)  # a video frame predicted already
+        elif image is None:
             skip(source, problem)
         else:
             yield name, image, video
@@ -357,6 +426,11 @@ def video_rate(path: Path, fps: float) -> float:
     return min(fps, float(native)) if native else fps
 
 
+def _rank_prefix(shard: tuple[int, int]) -> str:
+    """``[rank R/W] `` before a process's own lines when there are several; else nothing."""
+    return f"[rank {shard[0]}/{shard[1]}] " if shard[1] > 1 else ""
+
+
 def predict_inputs(
     inputs: Sequence[str],
     out_dir: str | Path,
@@ -374,6 +448,8 @@ def predict_inputs(
     window: tuple[int, int] | None = None,
     legend: bool = False,
     runtime: str = "onnxruntime",
+    shard: tuple[int, int] = (0, 1),
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Predict every image, folder (recursive .jpg/.jpeg/.png), glob and video in ``inputs``.
 
@@ -392,11 +468,20 @@ def predict_inputs(
     are still written (``bddseg predict`` then exits 2). Stem clashes are resolved by
     :func:`unique_names`.
 
+    ``shard`` ``(rank, world)``: this process predicts its share of the inputs only
+    (:func:`shard_items`; a launcher's ``RANK`` and ``WORLD_SIZE``), into the same ``out_dir``
+    as the others; inputs that give no file are reported by rank 0. Unless ``overwrite``, an
+    image whose every format's file exists is not predicted again (one line says how many),
+    nor is a video frame whose files exist where no overlay video is due (a video whose
+    ``overlay/VIDEO.mp4`` is missing is predicted whole, to write it); temporary files that
+    a stopped run left for this share's outputs are removed first.
+
     Returns:
-        ``{"inputs": n, "written": n, "skipped": n, "skipped_files": [...],
+        ``{"inputs": n, "written": n, "already": n, "skipped": n, "skipped_files": [...],
         "problems": {path: reason}, "seconds": s}``: ``inputs`` counts the files found and the
-        inputs that gave none (a missing file, an empty folder); ``written`` the images and
-        video frames predicted; ``skipped`` the inputs that failed.
+        inputs that gave none (a missing file, an empty folder), of this share; ``written``
+        the images and video frames predicted; ``already`` those kept from an earlier run;
+        ``skipped`` the inputs that failed.
     """
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -405,10 +490,30 @@ def predict_inputs(
         raise BddsegError("batch_size must be >= 1, video_fps > 0 and workers >= 0")
     if (checkpoint is None) == (onnx is None):
         raise BddsegError("give exactly one of checkpoint or onnx")
-    items, empty = expand_inputs(inputs)
-    problems = dict(empty)
-    if not items and not problems:
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise BddsegError(f"rank {rank} is not in 0..{world - 1} (RANK and WORLD_SIZE)")
+    all_items, empty = expand_inputs(inputs)
+    if not all_items and not empty:
         raise BddsegError("no inputs given")
+    items = shard_items(all_items, rank, world)
+    empty = empty if rank == 0 else {}
+    problems = dict(empty)
+    out_dir = Path(out_dir)
+    remove_stale_temps(out_dir, _name_owner(all_items, items, rank))
+    share = len(items)
+    if not overwrite:
+        todo = [
+            (p, n)
+            for p, n in items
+            if p.suffix.lower() in VIDEO_SUFFIXES or not predicted(out_dir, n, formats)
+        ]
+        already = len(items) - len(todo)
+        if already:
+            print(f"{_rank_prefix(shard)}skipping {already} inputs already predicted")
+        items = todo
+    else:
+        already = 0
     videos = [p for p, _ in items if p.suffix.lower() in VIDEO_SUFFIXES]
     if videos:
         _video_backend(videos[0])  # fail before loading the model
@@ -421,16 +526,7 @@ def predict_inputs(
         window=window,
         runtime=runtime,
     )
-    out_dir = Path(out_dir)
     start = time.perf_counter()
-    workers = min(workers, len(items))
-    loader = torch.utils.data.DataLoader(
-        _Decoded(items, video_fps),
-        batch_size=None,
-        num_workers=workers,
-        collate_fn=_identity,
-        prefetch_factor=2 * batch_size if workers else None,
-    )
 
     def report_skipped(source: str, problem: str) -> None:
         problems[source] = problem
@@ -443,7 +539,22 @@ def predict_inputs(
         if importlib.util.find_spec("av") is None:
             warn("no overlay video: writing one needs PyAV (pip install av); frames only")
         else:
-            rates = {n: video_rate(p, video_fps) for p, n in items if p in videos}
+            rates = {
+                n: video_rate(p, video_fps)
+                for p, n in items
+                if p in videos and (overwrite or not (out_dir / "overlay" / f"{n}.mp4").is_file())
+            }
+    # frames of the other videos whose files exist are not predicted (rates: written whole)
+    kept_videos = {n for p, n in items if p in videos} - set(rates)
+    resume = None if overwrite else (out_dir, formats, kept_videos)
+    workers = min(workers, len(items))
+    loader = torch.utils.data.DataLoader(
+        _Decoded(items, video_fps, resume),
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        prefetch_factor=2 * batch_size if workers else None,
+    )
     written = 0
     bar = progress_bar("predict", enabled=progress)
     with (
@@ -453,9 +564,14 @@ def predict_inputs(
         ThreadPoolExecutor(max_workers=1) as video_pool,  # one thread: frames stay in order
     ):
         task = bar.add_task("predict", total=None if videos else len(items))
+        frames_kept = 0
 
-        def skip(source: str, problem: str) -> None:
-            report_skipped(source, problem)
+        def skip(source: str, problem: str | None) -> None:
+            nonlocal frames_kept
+            if problem is None:
+                frames_kept += 1
+            else:
+                report_skipped(source, problem)
             bar.advance(task)
 
         futures: deque = deque()
@@ -476,8 +592,9 @@ def predict_inputs(
         for f in futures:
             f.result()
     return {
-        "inputs": len(items) + len(empty),
+        "inputs": share + len(empty),
         "written": written,
+        "already": already + frames_kept,
         "skipped": len(problems),
         "skipped_files": list(problems),
         "problems": problems,
@@ -492,9 +609,13 @@ __all__ = [
     "draw_legend",
     "expand_inputs",
     "legend_classes",
+    "output_paths",
     "overlay_image",
     "predict_inputs",
+    "predicted",
     "read_video_frames",
+    "remove_stale_temps",
+    "shard_items",
     "unique_names",
     "video_rate",
     "write_outputs",
