@@ -362,3 +362,28 @@ def test_two_processes_predict_every_input_once_then_resume(ckpt, synth_root, tm
     assert (summary["written"], summary["already"]) == (len(stems), 0)
     assert main([*argv, "--workers", "0", "--overwrite"]) == 0
     assert f"wrote {len(stems)} prediction(s)" in capsys.readouterr().out
+
+
+@needs_av
+def test_video_resume_keeps_frames_and_its_overlay_video(ckpt, tmp_path):
+    """A video's frames are kept like images while its overlay video exists; without that
+    video (a stopped run renames it only at the end) every frame is predicted again."""
+    _write_video(tmp_path / "drive.mp4", frames=20, rate=10)  # 2 s at 10 fps: 4 frames at 2
+    out = tmp_path / "out"
+
+    def run() -> tuple[int, int]:
+        summary = predict_inputs(
+            [str(tmp_path / "drive.mp4")], out, checkpoint=ckpt, formats=["mask", "overlay"],
+            video_fps=2.0, workers=0, progress=False,
+        )  # fmt: skip
+        return summary["written"], summary["already"]
+
+    assert run() == (4, 0)
+    video = out / "overlay" / "drive.mp4"
+    mtime = video.stat().st_mtime_ns
+    assert run() == (0, 4)
+    (out / "masks" / "drive_000005.png").unlink()
+    assert run() == (1, 3)
+    assert video.stat().st_mtime_ns == mtime
+    video.unlink()
+    assert run() == (4, 0) and video.is_file()
