@@ -472,8 +472,9 @@ def test_three_routes_score_identical_masks(
     on a CPU whose native bf16 is forced on (its steps in bf16, as on AMX / AVX-512 BF16
     machines), evaluate and predict with it forced on and off: inference defaults to fp32
     on every machine, and validation rebuilds the model from the checkpoint dict, so the
-    routes agree by construction. No batch size or memory format is pinned (training
-    validates in batches of 4 of a channels-last model, evaluate and predict go one by one)."""
+    routes agree by construction. No batch size or memory format is pinned here (the model
+    trains channels-last in batches of 4; every route scores one image at a time, the
+    defaults of evaluate and predict)."""
     import numpy as np
     from PIL import Image
 

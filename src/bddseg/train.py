@@ -323,9 +323,12 @@ def validate(run: Run, state: State, row: dict) -> None:
     """Score the val split, fill ``row``'s ``val_*`` and keep ``best.pt`` up to date.
 
     The model scored is rebuilt from the checkpoint dict that ``best.pt`` would hold and run
-    through :func:`bddseg.evaluate.score_split` at fp32, the function and the precision of
-    ``bddseg evaluate --checkpoint``: the two give the same numbers by construction, on every
-    machine (training steps may run in bf16; validation never does). TensorBoard gets each
+    through :func:`bddseg.evaluate.score_split` at fp32, one image at a time: the function,
+    the precision and the batch size of ``bddseg evaluate --checkpoint`` and ``bddseg
+    predict``, so the three give the same numbers by construction, on every machine
+    (training steps may run in bf16; validation never does). Even in fp32, a convolution's
+    result can depend on the batch it is computed in: batches of 4 changed one pixel in
+    46,080 of a base_size model's val masks here. TensorBoard gets each
     class's IoU and the val triplets (:class:`bddseg.trainlog.ValImages`), whose predictions
     are taken from this scoring pass.
     """
@@ -337,7 +340,7 @@ def validate(run: Run, state: State, row: dict) -> None:
         precision=INFERENCE_PRECISION, input_size=None,
     )  # fmt: skip
     scored = score_split(
-        predictor, run.val_data, batch_size=run.local_batch, workers=run.cfg.data.workers,
+        predictor, run.val_data, batch_size=1, workers=run.cfg.data.workers,
         loss_fn=val_loss(run), on_mask=run.val_images.on_mask,
     )  # fmt: skip
     metrics = official_metrics(scored.tally.cm)
