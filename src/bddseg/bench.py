@@ -282,7 +282,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"{result['device']}; {result['threads']} threads; torch {result['torch']}; {h}x{w}; "
         f"{result['iters']} timed calls after {result['warmup']} warm-up",
         "",
-        f"`precision: auto` (train, evaluate, predict) here: {result.get('precision_auto', '?')}",
+        f"`precision: auto` (training's default; evaluate and predict on request) here: {result.get('precision_auto', '?')}",
         "",
         "| variant | batch | images/s | latency ms (median) | vs fp32 | first call s "
         "| CPU s/image |",
