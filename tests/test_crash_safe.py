@@ -223,7 +223,8 @@ def test_good_file_survives_a_failed_rewrite(inputs, tmp_path, monkeypatch, comm
     assert rc == 0, err
     before = _files(out)
     disk = FailingDisk(monkeypatch, "write", nth=1 if command == "report" else 2)
-    rc, err = _run(_argv(command, inputs, out))
+    again = ["--overwrite"] if command == "predict" else []  # predict resumes by default
+    rc, err = _run([*_argv(command, inputs, out), *again])
     final = _assert_failed_cleanly(rc, err, out, disk)
     assert final.read_bytes() == before[final], f"{final} lost its good content"
     assert set(_files(out)) == set(before)
