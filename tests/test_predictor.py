@@ -131,43 +131,30 @@ def test_bad_arguments(ckpt, predictor, tmp_path):
         load_predictor(ckpt, tta="rotate")
 
 
-def test_predict_follows_the_scale_the_model_was_trained_at(synth_root, tmp_path):
+def test_predict_follows_the_scale_the_model_was_trained_at(synth_root, trained, tmp_path):
     """A model trained with data.base_size sees images at that size in every route: training's
-    validation, `evaluate --checkpoint` and `predict` give the same masks (19 classes; all
-    in batches of 4, contiguous memory: the same kernels, see the three-routes test in
-    test_train.py)."""
-    from bddseg.config import from_dict
+    validation, `evaluate --checkpoint` and the Python API's predict_batch give the same masks
+    with their defaults (19 classes; see the three-routes test in test_train.py)."""
+    from bddseg.checkpoints import load_checkpoint
     from bddseg.data import read_mask
     from bddseg.evaluate import evaluate_checkpoint
     from bddseg.export import export_onnx
     from bddseg.layout import list_pairs
-    from bddseg.metrics import confusion_matrix
-    from bddseg.train import train
+    from bddseg.metrics import confusion_matrix, official_metrics
 
-    cfg = from_dict(
-        {
-            "data": {"root": str(synth_root), "unknown": "ignore", "workers": 0},
-            "model": {"pretrained": False},
-            "optim": {"batch_size": 4, "max_steps": 2},
-            "run": {"out": str(tmp_path / "run"), "accelerator": "cpu", "val_every": 2,
-                    "channels_last": False},
-        }
-    )  # fmt: skip
-    cfg = from_dict({"data": {"base_size": [48, 80], "crop": [48, 80]}}, cfg)
-    result = train(cfg)
-    best = tmp_path / "run" / "best.pt"
-    evaluate_checkpoint(best, synth_root, tmp_path / "eval", batch_size=4, plots=False,
-                        progress=False)  # fmt: skip
+    best = trained("ignore", (48, 80))
+    evaluate_checkpoint(best, synth_root, tmp_path / "eval", plots=False, progress=False)
     p = load_predictor(best)
     assert p.input_size == (48, 80)
     cm = torch.zeros(20, 20, dtype=torch.int64)
     pairs = list_pairs(synth_root, "val")
-    for pair, mask in zip(pairs, p.predict_batch([q.image for q in pairs], 4), strict=True):
+    for pair, mask in zip(pairs, p.predict_batch([q.image for q in pairs]), strict=True):
         assert mask.shape == (96, 160)
         saved = np.asarray(Image.open(tmp_path / "eval" / "pred" / f"{pair.stem}.png"))
         np.testing.assert_array_equal(mask, saved)
         cm += confusion_matrix(torch.from_numpy(mask), read_mask(pair.mask))
-    assert torch.equal(cm, result.last_confusion)  # the training validation's matrix
+    validation = load_checkpoint(best)["best_metric"]  # the training validation's mIoU
+    assert official_metrics(cm)["miou"] == pytest.approx(validation, abs=1e-9)
     # an ONNX export carries the input size, and its predictor follows it too
     onnx_p = load_predictor(export_onnx(best, tmp_path / "m.onnx").path)
     assert onnx_p.input_size == (48, 80)

@@ -362,10 +362,13 @@ class Predictor:
             )
         return self.class_map(image)[0].cpu().numpy()
 
-    def predict_batch(self, images: Sequence[ImageLike], batch_size: int = 8) -> list[np.ndarray]:
+    def predict_batch(self, images: Sequence[ImageLike], batch_size: int = 1) -> list[np.ndarray]:
         """Many images (a list of what :meth:`predict` takes, sizes may differ; or a uint8
         ``(N, H, W, 3)`` array or ``(N, 3, H, W)`` tensor) -> their uint8 ``(H, W)`` masks, in
-        order; same-size images share batches of at most ``batch_size``."""
+        order; same-size images share batches of at most ``batch_size``. The default, one at
+        a time, gives exactly the masks of ``bddseg predict``, ``evaluate`` and training's
+        validation (a convolution's result can depend on its batch, even in fp32: a larger
+        ``batch_size`` is faster on a GPU and may change a pixel here and there)."""
         chw = [_as_chw(a) for a in images]
         out: list[np.ndarray | None] = [None] * len(chw)
         for part in same_size_batches(range(len(chw)), batch_size, lambda i: chw[i].shape[-2:]):
