@@ -265,13 +265,11 @@ def evaluate_folders(
 # ---------------------------------------------------------------- a model over a split
 @dataclass
 class Scored:
-    """What :func:`score_split` returns: the tally, the mean loss (``None`` without a loss
-    function), the images scored and the samples skipped (``on_bad_sample: skip``)."""
+    """What :func:`score_split` returns: the tally and the mean loss (``None`` without a
+    loss function). Samples skipped under ``on_bad_sample: skip`` were warned about."""
 
     tally: Tally
     loss: float | None
-    images: int
-    skipped: int
 
 
 def score_split(
@@ -316,14 +314,13 @@ def score_split(
         num_workers=workers if workers > 1 else 0,
         collate_fn=list,  # None (a skipped sample) stays in place: positions are indices
     )
-    tally, loss_total, images, skipped, position = Tally(), 0.0, 0, 0, 0
+    tally, loss_total, images, position = Tally(), 0.0, 0, 0
     bar = progress_bar("evaluate", enabled=progress)
     with bar, torch.inference_mode():
         task = bar.add_task("evaluate", total=len(dataset))
         for batch in loader:
             items = [(position + j, s) for j, s in enumerate(batch) if s is not None]
             position += len(batch)
-            skipped += len(batch) - len(items)
             for group in same_size_batches(items, loader.batch_size, _shapes):
                 x = torch.stack([image for _, (image, _) in group])
                 truth = torch.stack([mask for _, (_, mask) in group]).to(predictor.device)
@@ -343,7 +340,7 @@ def score_split(
                 images += len(group)
             bar.advance(task, len(batch))
     loss = loss_total / images if loss_fn is not None and images else None
-    return Scored(tally, loss, images, skipped)
+    return Scored(tally, loss)
 
 
 def _shapes(item: tuple[int, tuple[Any, Any]]) -> tuple[int, ...]:

@@ -221,7 +221,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(
         cls,
-        path: str | Path,
+        path: str | Path | dict[str, Any],
         device: str | torch.device = "cpu",
         *,
         precision: str = INFERENCE_PRECISION,
@@ -232,7 +232,8 @@ class Predictor:
         autocast on a GPU or a CPU with native bf16, see
         :func:`bddseg.precision.resolve_precision`: faster, but a few pixels may change).
         Images are taken at the scale the model was trained at (``input_size``: the config's
-        ``data.base_size`` unless given)."""
+        ``data.base_size`` unless given). ``path`` may also be a checkpoint dict (training's
+        validation scores the one ``best.pt`` would hold)."""
         device = torch.device(device)
         model, cfg = model_from_checkpoint(path, device)
         options.setdefault("input_size", cfg.data.base_size)
