@@ -24,6 +24,8 @@ from bddseg.labels import NUM_CLASSES, NUM_CLASSES_20
 # Every set of choices, declared once: the config checks values against these, the CLI offers
 # them (``choices``) and the modules that act on them import them.
 Unknown = Literal["class", "ignore"]
+# the dataset layouts bddseg reads (bddseg.layout); auto: detected from the folder
+DatasetKind = Literal["auto", "bdd100k", "cityscapes", "acdc", "mapillary", "folder"]
 OnBadSample = Literal["error", "skip"]
 LossName = Literal["ce", "focal", "dice", "ce+dice", "ohem"]
 ClassWeights = Literal["none", "inverse", "median", "effective"]
@@ -57,7 +59,13 @@ TTA_MODES: dict[str, tuple[tuple[float, ...], bool]] = {
 @dataclass(frozen=True)
 class DataConfig:
     root: str = ""
-    unknown: Unknown = "class"  # 255 -> class 19 (original) or ignored (official)
+    # more dataset roots with the same classes: training and validation use the union
+    extra_roots: tuple[str, ...] = ()
+    dataset: DatasetKind = "auto"  # the layout of root (auto: detected; bddseg.layout)
+    # a class file (bddseg.classes); "" = ROOT/classes.yaml if there is one, else the
+    # layout's own classes (BDD100K's 19 for bdd100k, cityscapes, acdc and mapillary)
+    classes: str = ""
+    unknown: Unknown = "class"  # unlabelled -> an extra class K (original) or ignored (official)
     train_split: str = "train"
     val_split: str = "val"
     crop: tuple[int, int] = (512, 1024)  # (height, width) of training crops
@@ -79,6 +87,9 @@ class ModelConfig:
     arch: Arch = "unet"
     encoder: str = "resnet34"  # an smp encoder name or "tu-" + a timm model name
     pretrained: bool = True  # ImageNet weights for the encoder
+    # start from a segmentation checkpoint (bddseg's or a plain smp state dict): every weight
+    # that fits loads, the head's rows are matched by class name (bddseg.model.init_from)
+    init_from: str | None = None
     encoder_weights: str | None = None  # a local state-dict file instead of the hub
     # the architecture's own options (bddseg.model.build_model maps them to smp's arguments);
     # None keeps smp's default
@@ -210,6 +221,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             choices = ", ".join(repr(a) for a in args)
             raise BddsegError(f"{where}: {value!r} is not one of {choices}")
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[X, ...]
+        if not isinstance(value, list | tuple):
+            raise BddsegError(f"{where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], where) for v in value)
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
             raise BddsegError(f"{where}: expected a list of {len(args)} values, got {value!r}")
