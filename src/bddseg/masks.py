@@ -10,12 +10,16 @@ header zlib accepts: readers differ on files that break these, a second IHDR res
 image, so bddseg refuses them and :mod:`bddseg.fastpng` never sees them), then libspng
 (``pyspng``) decodes the common case, an 8-bit grayscale PNG, about twice as fast as Pillow;
 Pillow decodes the rest (palette PNGs, read as their indices like the official masks) or names
-the problem. Importing this module does not import torch (1.4 s of start-up, more
+the problem. A dataset's class set (:class:`bddseg.classes.Classes`, BDD100K by default)
+says which raw values a ground-truth mask may hold and maps them to train ids right after
+decoding (:func:`read_mask_counts`, :func:`remap_histogram`). Importing this module does not
+import torch (1.4 s of start-up, more
 than scoring 1,000 pairs).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import zlib
 from pathlib import Path
@@ -23,9 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bddseg.classes import BDD100K, INVALID, Classes
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
-from bddseg.labels import IGNORE_VALUE, NUM_CLASSES
+from bddseg.labels import IGNORE_VALUE
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_SIDE = 16384  # refuse to allocate for absurd PNG headers (a corrupt or hostile file)
@@ -214,9 +219,26 @@ def histogram(mask: np.ndarray) -> np.ndarray:
     return np.bincount(mask.ravel(), minlength=256)
 
 
-def bad_values(counts: np.ndarray) -> list[int]:
-    """Values with a nonzero count that are neither a train id (0..18) nor 255."""
-    return (np.flatnonzero(counts[NUM_CLASSES:IGNORE_VALUE]) + NUM_CLASSES).tolist()
+def bad_values(counts: np.ndarray, classes: Classes = BDD100K) -> list[int]:
+    """Values with a nonzero count that ``classes`` does not allow: for BDD100K neither a
+    train id (0..18) nor 255; for a set with a ``mapping``, raw values it does not name
+    (:meth:`~bddseg.classes.Classes.lut` marks them :data:`~bddseg.classes.INVALID`)."""
+    if classes.identity:  # train ids 0..K-1 and 255: one slice, as fast as ever
+        k = classes.num
+        return (np.flatnonzero(counts[k:IGNORE_VALUE]) + k).tolist()
+    return np.flatnonzero((counts[:256] != 0) & _luts(classes)[1]).tolist()
+
+
+@functools.lru_cache(maxsize=16)
+def _luts(classes: Classes) -> tuple[np.ndarray, np.ndarray]:
+    """``(uint8 (256,) raw value -> train id or 255, bool (256,) invalid)`` of a class set
+    (built once per set: :meth:`Classes.lut` builds a new table on every call)."""
+    lut = classes.lut()
+    invalid = lut == INVALID
+    table = np.where(invalid, IGNORE_VALUE, lut).astype(np.uint8)
+    table.flags.writeable = False
+    invalid.flags.writeable = False
+    return table, invalid
 
 
 def format_values(values: list[int]) -> str:
@@ -224,35 +246,95 @@ def format_values(values: list[int]) -> str:
     return shown + (f" and {len(values) - 10} more" if len(values) > 10 else "")
 
 
-def check_counts(counts: np.ndarray, path: str | Path, what: str = "mask") -> np.ndarray:
-    """``counts`` (a mask's value histogram) when its values are train ids or 255; else the
-    error naming the file and the values."""
-    bad = bad_values(counts)
+def check_counts(
+    counts: np.ndarray, path: str | Path | None, what: str = "mask", classes: Classes = BDD100K
+) -> np.ndarray:
+    """``counts`` (a mask's raw value histogram, ``(256,)``) when ``classes`` allows all its
+    values; else the error naming the file and the values: ``mask has invalid values 19, 40
+    (valid: 0..18 and 255)``. The counts come back unchanged (raw values; see
+    :func:`remap_histogram` for train ids)."""
+    bad = bad_values(counts, classes)
     if bad:
         raise BddsegError(
-            f"{what} has invalid values {format_values(bad)} (valid: 0..18 and 255)", path
+            f"{what} has invalid values {format_values(bad)} (valid: {classes.valid_values()})",
+            path,
         )
     return counts
 
 
-def read_mask_counts(path: str | Path, what: str = "mask") -> tuple[np.ndarray, np.ndarray]:
-    """A validated mask (values 0..18 and 255) and its value histogram."""
+def remap_histogram(
+    hist: np.ndarray,
+    classes: Classes = BDD100K,
+    axis: int = 0,
+    path: str | Path | None = None,
+    what: str = "mask",
+) -> np.ndarray:
+    """A histogram over raw mask values -> the same over train ids, through ``classes.lut()``.
+
+    ``hist``: ``int64 (256,)`` (a mask's value counts, :func:`histogram`) or ``(256, 256)``
+    (a joint ``[truth, prediction]`` histogram, :func:`bddseg.fastpng.joint_histogram`);
+    ``axis``: the raw axis (the truth's, 0, for a joint histogram; the other axis is kept as
+    it is). Returns an array of the same shape and dtype whose index ``t`` along ``axis``
+    holds the counts of every raw value mapped to train id ``t`` (0..K-1, or 255 for the
+    ignored ones); other indices hold 0. For an identity set (BDD100K, a class file without
+    ``mapping``) the values are only checked and ``hist`` itself comes back (no copy).
+
+    Raises:
+        BddsegError: a raw value with a nonzero count that ``classes`` does not allow, listed
+            as :func:`check_counts` lists it (naming ``path`` when given).
+    """
+    marginal = hist if hist.ndim == 1 else hist.sum(axis=1 - axis)
+    check_counts(marginal, path, what, classes)
+    if classes.identity:
+        return hist
+    table = _luts(classes)[0]
+    moved = np.moveaxis(hist, axis, 0)
+    out = np.zeros_like(moved)
+    for raw in np.flatnonzero(marginal).tolist():  # a few dozen values at most: row adds
+        out[table[raw]] += moved[raw]
+    return np.moveaxis(out, 0, axis)
+
+
+def map_mask(mask: np.ndarray, classes: Classes = BDD100K) -> np.ndarray:
+    """``uint8 (H, W)`` raw values -> train ids (0..K-1, 255) through ``classes.lut()``;
+    ``mask`` itself for an identity set. Values should be checked first (:func:`check_counts`):
+    a value the set does not allow comes out as 255 here."""
+    return mask if classes.identity else _luts(classes)[0][mask]
+
+
+def read_mask_counts(
+    path: str | Path, what: str = "mask", classes: Classes = BDD100K
+) -> tuple[np.ndarray, np.ndarray]:
+    """A validated mask and its value histogram ``int64 (256,)``, both in train ids: the raw
+    values checked against ``classes`` (BDD100K: 0..18 and 255), then mapped through its
+    lookup table when it has a ``mapping`` (Cityscapes labelIds: 7 -> 0, 26 -> 13, 0 -> 255)."""
     mask = decode_mask(read_bytes(path, what), path, what)
-    return mask, check_counts(histogram(mask), path, what)
+    counts = check_counts(histogram(mask), path, what, classes)
+    if classes.identity:
+        return mask, counts
+    return map_mask(mask, classes), remap_histogram(counts, classes, 0, path, what)
 
 
-def read_mask(path: str | Path, what: str = "mask", check_values: bool = True) -> np.ndarray:
+def read_mask(
+    path: str | Path,
+    what: str = "mask",
+    check_values: bool = True,
+    classes: Classes = BDD100K,
+) -> np.ndarray:
     """Read a mask file to ``uint8 (H, W)``.
 
-    ``check_values``: refuse values outside 0..18 and 255 (ground truth); a prediction may hold
-    19 (``unknown``) or anything else, which the metrics count as misses.
+    ``check_values``: a ground-truth mask, whose raw values must be those ``classes`` allows
+    (BDD100K: 0..18 and 255; a class set with a ``mapping``: the raw values it names) and
+    which comes back in train ids (0..K-1, 255; mapped through ``classes.lut()``). Without
+    it: a prediction, read as it is (train ids already; it may hold K, ``unknown``, or
+    anything else, which the metrics count as misses); ``classes`` is not used.
 
     Raises:
         BddsegError: missing, empty, truncated or corrupt (a CRC), not a PNG, not single-channel
-            8-bit (RGB, 16-bit, ...), or (``check_values``) values outside 0..18 and 255.
+            8-bit (RGB, 16-bit, ...), or (``check_values``) values ``classes`` does not allow.
     """
     if check_values:
-        return read_mask_counts(path, what)[0]
+        return read_mask_counts(path, what, classes)[0]
     return decode_mask(read_bytes(path, what), path, what)
 
 
@@ -272,11 +354,13 @@ __all__ = [
     "decode_mask",
     "format_values",
     "histogram",
+    "map_mask",
     "open_png",
     "png_chunks",
     "png_problem",
     "read_bytes",
     "read_mask",
     "read_mask_counts",
+    "remap_histogram",
     "write_mask",
 ]
