@@ -304,3 +304,67 @@ def test_to_contract_exact_keys():
     assert set(c["image_level"]) == {"precision", "recall", "f1", "support", *M.AVERAGES}
     assert "traffic light" in c["official"]["iou"] and "unknown" in c["image_level"]["support"]
     assert isinstance(c["image_level"]["support"]["road"], int)
+
+
+# ---------------------------------------------------------------- any number of classes
+FOUR = ("background", "road", "car", "person")
+
+
+def test_four_classes_hand_computed():
+    # pixels (truth, prediction): (0,0) (0,1) (1,1) (255,0) / (2,2) (2,4) (1,255) (255,255)
+    target = [[0, 0, 1, 255], [2, 2, 1, 255]]
+    pred = [[0, 1, 1, 0], [2, 4, 255, 255]]
+    cm = cm_of(pred, target, num_classes=4)
+    assert cm.shape == (5, 5) and cm.sum() == 8
+    assert cm[4, 0] == 1 and cm[4, 4] == 1 and cm[1, 4] == 1 and cm[2, 4] == 1
+    off = M.official_metrics(cm, names=FOUR)
+    assert list(off["iou"]) == list(FOUR)
+    # background 1/(2+1-1), road 1/(2+2-1), car 1/(2+1-1); person: empty union, left out
+    assert off["iou"]["person"] is None
+    iou = {n: v for n, v in off["iou"].items() if v is not None}
+    assert iou == pytest.approx({"background": 0.5, "road": 1 / 3, "car": 0.5})
+    assert off["miou"] == pytest.approx((0.5 + 1 / 3 + 0.5) / 3)
+    assert off["pixel_accuracy"] == pytest.approx(3 / 6)
+    assert off["precision"]["person"] is None and off["precision"]["road"] == 0.5
+    wu = M.with_unknown_metrics(cm, names=FOUR)
+    assert M.with_unknown_keys(4) == ("miou_4", "miou_5")
+    # here the unlabelled truth predicted as background counts against it: 1/(2+2-1)
+    assert wu["iou"]["background"] == pytest.approx(1 / 3)
+    assert wu["miou_4"] == pytest.approx((1 / 3 + 1 / 3 + 0.5) / 3)
+    assert wu["iou"]["unknown"] == pytest.approx(1 / (2 + 3 - 1))  # 2 truths, 3 predictions
+    assert wu["miou_5"] == pytest.approx((1 / 3 + 1 / 3 + 0.5 + 0.25) / 4)
+    assert list(wu["pixel_share"]) == [*FOUR, "unknown"]
+    # without names: class_0..class_3
+    assert list(M.official_metrics(cm)["iou"]) == ["class_0", "class_1", "class_2", "class_3"]
+    with pytest.raises(ValueError):
+        M.official_metrics(cm, names=FOUR[:3])
+
+
+def test_four_classes_ranges_and_presence():
+    with pytest.raises(BddsegError, match=r"valid: 0\.\.3 and 255"):
+        cm_of([[0]], [[4]], num_classes=4)
+    with pytest.raises(BddsegError, match=r"valid: 0\.\.4 and 255"):
+        cm_of([[5]], [[0]], num_classes=4)
+    assert cm_of([[9]], [[0]], num_classes=4, strict_pred=False)[0, 4] == 1  # a miss
+    # the same histogram folds to BDD100K's 20x20 by default
+    assert cm_of([[9]], [[0]], strict_pred=False).shape == (20, 20)
+    mask = np.array([[0, 3, 255, 4]], U8)
+    assert M.image_presence(mask, num_classes=5, evaluated=4).tolist() == [1, 0, 0, 1, 1]
+    assert M.image_presence(mask, num_classes=4, evaluated=4).tolist() == [1, 0, 0, 1]
+    with pytest.raises(BddsegError):
+        M.image_presence(np.array([[5]], U8), num_classes=5, evaluated=4)
+    target = np.array([[0, 1, 255, 2]], U8)
+    pred = np.array([[0, 2, 4, 2]], U8)
+    cm = cm_of(pred, target, num_classes=4)
+    t, p = M.presence_from_confusion(cm)
+    c = M.to_contract(cm, t[None], p[None], names=FOUR)
+    assert list(c["image_level"]["support"]) == [*FOUR, "unknown"]
+    assert c["image_level"]["support"]["road"] == 1 and c["image_level"]["macro"]["support"] == 4
+    assert M.image_level_matrix(t[None], p[None]).shape == (5, 5)
+    assert set(c["with_unknown"]) >= {"miou_4", "miou_5"}
+
+
+def test_labels_name_the_number_of_classes():
+    assert M.MIOU_LABEL == M.miou_label(19) == "mIoU (official: 19 classes, 255 ignored)"
+    assert M.official_label() == M.OFFICIAL_LABEL
+    assert M.miou_label(4) == "mIoU (official: 4 classes, 255 ignored)"

@@ -8,39 +8,63 @@ matplotlib.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
+
 import numpy as np
 
-from bddseg.labels import IGNORE_COLOR, IGNORE_VALUE, PALETTE, UNKNOWN_ID
+from bddseg.labels import IGNORE_COLOR, IGNORE_VALUE, PALETTE
+
+Palette = Sequence[Sequence[int]]
 
 
-def _palette_lut() -> np.ndarray:
+def palette_lut(palette: Palette | None = None) -> np.ndarray:
+    """uint8 ``(256, 3)``, read-only: train id -> RGB for the K colours of ``palette``
+    (default BDD100K's 19); K (unknown), 255 (unlabelled) and any other id black, as the
+    official color maps draw them."""
+    if palette is None:
+        return PALETTE_LUT
+    return _lut(tuple(tuple(int(v) for v in c) for c in palette))
+
+
+@lru_cache(maxsize=16)
+def _lut(palette: tuple[tuple[int, ...], ...]) -> np.ndarray:
+    if not 1 <= len(palette) < IGNORE_VALUE - 1 or any(len(c) != 3 for c in palette):
+        raise ValueError(f"a palette is 1 to {IGNORE_VALUE - 2} [r, g, b] colours")
     lut = np.empty((256, 3), dtype=np.uint8)
     lut[:] = IGNORE_COLOR
-    lut[: len(PALETTE)] = PALETTE
+    lut[: len(palette)] = palette
     lut.flags.writeable = False
     return lut
 
 
-PALETTE_LUT = _palette_lut()
+PALETTE_LUT = _lut(PALETTE)
 """uint8 ``(256, 3)``, read-only: train id -> RGB; 0..18 their official colors, 19 (unknown)
 and 255 (unlabelled) black, as the official color maps draw them."""
 
 
-def colorize(mask: np.ndarray) -> np.ndarray:
-    """Palette color map of a mask, uint8 (H, W, 3); 19 and 255 black."""
-    return PALETTE_LUT[np.asarray(mask).astype(np.uint8)]
+def colorize(mask: np.ndarray, palette: Palette | None = None) -> np.ndarray:
+    """Palette color map of a mask, uint8 (H, W, 3); K (unknown, K = ``len(palette)``, 19 by
+    default) and 255 black."""
+    return palette_lut(palette)[np.asarray(mask).astype(np.uint8)]
 
 
 def overlay(
-    image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, unknown: str = "transparent"
+    image: np.ndarray,
+    mask: np.ndarray,
+    alpha: float = 0.5,
+    unknown: str = "transparent",
+    palette: Palette | None = None,
 ) -> np.ndarray:
     """Blend the palette colors of ``mask`` over ``image`` (rounded to the nearest level).
 
     Args:
         image: uint8 (H, W, 3) RGB.
-        mask: (H, W) class ids 0..18; 19 (unknown) and 255 (unlabelled) are left as the image
-            (``unknown="transparent"``) or drawn black (``unknown="black"``).
+        mask: (H, W) class ids 0..K-1 (K = ``len(palette)``); K (unknown) and 255
+            (unlabelled) are left as the image (``unknown="transparent"``) or drawn black
+            (``unknown="black"``).
         alpha: weight of the class color.
+        palette: the K classes' RGB colours (default BDD100K's 19).
 
     Returns:
         uint8 (H, W, 3).
@@ -50,13 +74,14 @@ def overlay(
     image, mask = np.asarray(image, dtype=np.uint8), np.asarray(mask)
     if image.shape[:2] != mask.shape:
         raise ValueError(f"image {image.shape[:2]} and mask {mask.shape} differ in size")
-    labelled = mask < len(PALETTE)
+    k = len(PALETTE if palette is None else palette)
+    labelled = mask < k
     if unknown == "black":
-        labelled |= (mask == UNKNOWN_ID) | (mask == IGNORE_VALUE)
-    color = colorize(mask).astype(np.float32)
+        labelled |= (mask == k) | (mask == IGNORE_VALUE)
+    color = colorize(mask, palette).astype(np.float32)
     out = image.astype(np.float32)
     out[labelled] = (1 - alpha) * out[labelled] + alpha * color[labelled]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-__all__ = ["PALETTE_LUT", "colorize", "overlay"]
+__all__ = ["PALETTE_LUT", "colorize", "overlay", "palette_lut"]

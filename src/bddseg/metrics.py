@@ -1,11 +1,16 @@
 """Segmentation metrics: one dataset-level confusion matrix and everything derived from it.
 
-The matrix ``cm`` is ``int64 (20, 20)``, ``cm[t, p]`` = number of pixels with truth ``t``
-and prediction ``p``:
+The matrix ``cm`` is ``int64 (K+1, K+1)`` for the K evaluated classes of the run
+(:class:`bddseg.classes.Classes`; BDD100K's K is 19, the default), ``cm[t, p]`` = number of
+pixels with truth ``t`` and prediction ``p``:
 
-- rows ``t``: 0..18 the true class, 19 the raw ground-truth value 255 (unlabelled);
-- columns ``p``: 0..18 the predicted class, 19 a predicted 19 (a 20-class model's
-  ``unknown``) or 255 (no prediction).
+- rows ``t``: 0..K-1 the true class, K the raw ground-truth value 255 (unlabelled);
+- columns ``p``: 0..K-1 the predicted class, K a predicted K (a model's ``unknown``) or 255
+  (no prediction).
+
+Below, 19 and 20 stand for K and K+1 as they are for BDD100K. The pure functions over a
+matrix infer K from its shape; those that name classes take ``names`` (the K names, default
+:func:`default_names`); those that count raw values take ``num_classes`` (K).
 
 Three views derive from it (all values are fractions in 0..1; ``None`` where a ratio is 0/0):
 
@@ -39,17 +44,27 @@ from typing import Any
 import numpy as np
 
 from bddseg.errors import BddsegError
-from bddseg.labels import (
-    CLASS_NAMES,
-    CLASS_NAMES_20,
-    IGNORE_VALUE,
-    NUM_CLASSES,
-    NUM_CLASSES_20,
-    UNKNOWN_ID,
-)
+from bddseg.labels import CLASS_NAMES, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20, UNKNOWN_NAME
 from bddseg.masks import format_values
 
 AVERAGES = ("micro", "macro", "weighted", "samples")
+
+
+def default_names(k: int) -> tuple[str, ...]:
+    """The names of K classes when none are given: BDD100K's for 19, else ``class_0..``."""
+    return CLASS_NAMES if k == NUM_CLASSES else tuple(f"class_{i}" for i in range(k))
+
+
+def _names(k: int, names: tuple[str, ...] | None) -> tuple[str, ...]:
+    names = default_names(k) if names is None else tuple(names)
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for a matrix of {k} classes")
+    return names
+
+
+def _check_k(num_classes: int) -> None:
+    if not 1 <= num_classes < IGNORE_VALUE - 1:
+        raise ValueError(f"num_classes must be 1..{IGNORE_VALUE - 2}, got {num_classes}")
 
 
 # ---------------------------------------------------------------- accumulation
@@ -122,28 +137,31 @@ def _bincount_runs(idx: np.ndarray) -> np.ndarray:
     return counts.astype(np.int64)  # float64 weights are exact below 2**53
 
 
-def fold_histogram(hist: Any, strict_pred: bool = True) -> Any:
-    """Fold a ``(256, 256)`` value histogram into the ``(20, 20)`` confusion matrix.
+def fold_histogram(hist: Any, strict_pred: bool = True, num_classes: int = NUM_CLASSES) -> Any:
+    """Fold a ``(256, 256)`` value histogram into the ``(K+1, K+1)`` confusion matrix,
+    K = ``num_classes``.
 
-    Truth 255 goes to row 19; prediction 19 and 255 go to column 19. With ``strict_pred=False``
-    any prediction value from 19 to 255 is a miss (column 19), as in the official tool.
+    Truth 255 goes to row K; prediction K and 255 go to column K. With ``strict_pred=False``
+    any prediction value from K to 255 is a miss (column K), as in the official tool.
 
     Raises:
-        BddsegError: truth values outside 0..18 and 255, or (``strict_pred``) prediction
-            values outside 0..19 and 255. The message lists them.
+        BddsegError: truth values outside 0..K-1 and 255, or (``strict_pred``) prediction
+            values outside 0..K and 255. The message lists them.
     """
-    bad_t = np.flatnonzero(to_numpy(hist[NUM_CLASSES:IGNORE_VALUE].sum(1)))
+    _check_k(num_classes)
+    k = num_classes
+    bad_t = np.flatnonzero(to_numpy(hist[k:IGNORE_VALUE].sum(1)))
     if bad_t.size:
-        values = format_values((bad_t + NUM_CLASSES).tolist())
-        raise BddsegError(f"ground truth has invalid values {values} (valid: 0..18 and 255)")
+        values = format_values((bad_t + k).tolist())
+        raise BddsegError(f"ground truth has invalid values {values} (valid: 0..{k - 1} and 255)")
     if strict_pred:
-        bad_p = np.flatnonzero(to_numpy(hist[:, NUM_CLASSES_20:IGNORE_VALUE].sum(0)))
+        bad_p = np.flatnonzero(to_numpy(hist[:, k + 1 : IGNORE_VALUE].sum(0)))
         if bad_p.size:
-            values = format_values((bad_p + NUM_CLASSES_20).tolist())
-            raise BddsegError(f"prediction has invalid values {values} (valid: 0..19 and 255)")
+            values = format_values((bad_p + k + 1).tolist())
+            raise BddsegError(f"prediction has invalid values {values} (valid: 0..{k} and 255)")
     cat = _cat(hist)
-    rows = cat((hist[:NUM_CLASSES], hist[IGNORE_VALUE:]), 0)  # (20, 256)
-    return cat((rows[:, :NUM_CLASSES], rows[:, NUM_CLASSES:].sum(1)[:, None]), 1)
+    rows = cat((hist[:k], hist[IGNORE_VALUE:]), 0)  # (K+1, 256)
+    return cat((rows[:, :k], rows[:, k:].sum(1)[:, None]), 1)
 
 
 def _cat(x: Any):
@@ -154,28 +172,36 @@ def _cat(x: Any):
     return np.concatenate
 
 
-def confusion_matrix(pred: Any, target: Any, strict_pred: bool = True) -> Any:
-    """The ``int64 (20, 20)`` confusion matrix of one or more masks (see the module doc).
+def confusion_matrix(
+    pred: Any, target: Any, strict_pred: bool = True, num_classes: int = NUM_CLASSES
+) -> Any:
+    """The ``int64 (K+1, K+1)`` confusion matrix of one or more masks (see the module doc).
 
     Args:
-        pred: predicted ids, any shape, uint8 or integer; values 0..19 or 255.
-        target: raw ground truth of the same shape; values 0..18 or 255.
-        strict_pred: False counts prediction values 20..254 as misses instead of raising.
+        pred: predicted ids, any shape, uint8 or integer; values 0..K or 255.
+        target: ground truth (train ids) of the same shape; values 0..K-1 or 255.
+        strict_pred: False counts prediction values K+1..254 as misses instead of raising.
+        num_classes: K, the evaluated classes (19 for BDD100K).
 
     Returns:
         A torch tensor on the inputs' device, or a numpy array for numpy inputs.
     """
-    return fold_histogram(value_histogram(pred, target), strict_pred=strict_pred)
+    hist = value_histogram(pred, target)
+    return fold_histogram(hist, strict_pred=strict_pred, num_classes=num_classes)
 
 
-def image_presence(mask: Any, num_classes: int = NUM_CLASSES_20, min_pixels: int = 1) -> np.ndarray:
+def image_presence(
+    mask: Any, num_classes: int = NUM_CLASSES_20, min_pixels: int = 1, evaluated: int = NUM_CLASSES
+) -> np.ndarray:
     """``bool (num_classes,)``: classes covering at least ``min_pixels`` pixels of ``mask``.
 
-    ``mask`` holds ids 0..19 or 255 (255 counts as 19, ``unknown``); ``num_classes`` is 20 or
-    19 (then ``unknown`` is left out).
+    ``mask`` holds ids 0..K or 255, K = ``evaluated`` (255 counts as K, ``unknown``);
+    ``num_classes`` is K+1 or K (then ``unknown`` is left out).
     """
-    if num_classes not in (NUM_CLASSES, NUM_CLASSES_20):
-        raise ValueError(f"num_classes must be 19 or 20, got {num_classes}")
+    _check_k(evaluated)
+    k = evaluated
+    if num_classes not in (k, k + 1):
+        raise ValueError(f"num_classes must be {k} or {k + 1}, got {num_classes}")
     if min_pixels < 1:
         raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
     _check_byte_range(mask, "mask")
@@ -185,16 +211,16 @@ def image_presence(mask: Any, num_classes: int = NUM_CLASSES_20, min_pixels: int
         counts = to_numpy(torch.bincount(mask.reshape(-1).to(torch.int64), minlength=256))
     else:
         counts = np.bincount(np.asarray(mask).reshape(-1).astype(np.int64), minlength=256)
-    if counts[NUM_CLASSES_20:IGNORE_VALUE].any():
-        raise BddsegError("mask has values other than 0..19 and 255")
-    counts = np.concatenate([counts[:UNKNOWN_ID], [counts[UNKNOWN_ID] + counts[IGNORE_VALUE]]])
+    if counts[k + 1 : IGNORE_VALUE].any():
+        raise BddsegError(f"mask has values other than 0..{k} and 255")
+    counts = np.concatenate([counts[:k], [counts[k] + counts[IGNORE_VALUE]]])
     return (counts >= min_pixels)[:num_classes]
 
 
 def presence_from_confusion(cm: Any, min_pixels: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """``(truth, prediction)`` presence, each ``bool (20,)``, from one image's confusion matrix.
-
-    Equal to :func:`image_presence` on the truth and on the prediction (19/255 as unknown).
+    """``(truth, prediction)`` presence, each ``bool (K+1,)``, from one image's confusion
+    matrix. Equal to :func:`image_presence` on the truth and on the prediction (K/255 as
+    unknown).
     """
     if min_pixels < 1:
         raise ValueError(f"min_pixels must be at least 1, got {min_pixels}")
@@ -226,20 +252,20 @@ def _nanmean(values: np.ndarray) -> float | None:
 
 def _as_cm(cm: Any) -> np.ndarray:
     c = to_numpy(cm).astype(np.int64, copy=False)
-    if c.shape != (NUM_CLASSES_20, NUM_CLASSES_20):
-        raise ValueError(
-            f"confusion matrix must be {NUM_CLASSES_20}x{NUM_CLASSES_20}, got {c.shape}"
-        )
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 2:
+        raise ValueError(f"confusion matrix must be (K+1)x(K+1) with K >= 1, got {c.shape}")
     return c
 
 
 def official_arrays(cm: Any) -> dict[str, Any]:
-    """The official view as arrays: ``iou``, ``precision`` (float64 (19,), NaN for 0/0),
-    ``present`` (bool (19,), class in the truth), ``miou``, ``pixel_accuracy``, ``fwiou``."""
-    c = _as_cm(cm)[:NUM_CLASSES]  # truth-255 row dropped; column 19 (misses) kept
-    tp = np.diag(c[:, :NUM_CLASSES])
+    """The official view as arrays: ``iou``, ``precision`` (float64 (K,), NaN for 0/0),
+    ``present`` (bool (K,), class in the truth), ``miou``, ``pixel_accuracy``, ``fwiou``."""
+    c = _as_cm(cm)
+    k = c.shape[0] - 1
+    c = c[:k]  # truth-255 row dropped; column K (misses) kept
+    tp = np.diag(c[:, :k])
     gt = c.sum(1)  # labelled pixels of each true class
-    pred = c[:, :NUM_CLASSES].sum(0)  # predictions of each class on labelled pixels
+    pred = c[:, :k].sum(0)  # predictions of each class on labelled pixels
     iou = _div(tp, gt + pred - tp)
     present = gt > 0
     total = gt.sum()
@@ -254,49 +280,65 @@ def official_arrays(cm: Any) -> dict[str, Any]:
     }
 
 
-def official_metrics(cm: Any) -> dict[str, Any]:
+def official_metrics(cm: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The official BDD100K evaluator's numbers, as fractions (it prints them x100).
 
     Returns ``{"miou", "pixel_accuracy", "fwiou", "iou": {name: f|None},
-    "precision": {name: f|None}}`` over the 19 classes of :data:`labels.CLASS_NAMES`.
+    "precision": {name: f|None}}`` over the K classes ``names`` (default
+    :func:`default_names`: :data:`labels.CLASS_NAMES` for K = 19).
     """
     a = official_arrays(cm)
+    names = _names(len(a["iou"]), names)
     return {
         "miou": a["miou"],
         "pixel_accuracy": a["pixel_accuracy"],
         "fwiou": a["fwiou"],
-        "iou": _named(a["iou"], CLASS_NAMES),
-        "precision": _named(a["precision"], CLASS_NAMES),
+        "iou": _named(a["iou"], names),
+        "precision": _named(a["precision"], names),
     }
 
 
-def with_unknown_metrics(cm: Any) -> dict[str, Any]:
-    """The original project's view: 20 classes, raw 255 as ``unknown``.
+def with_unknown_keys(k: int = NUM_CLASSES) -> tuple[str, str]:
+    """The keys of :func:`with_unknown_metrics`' two means: ``("miou_19", "miou_20")`` for
+    K = 19; each names how many classes it averages."""
+    return f"miou_{k}", f"miou_{k + 1}"
 
-    Returns ``{"miou_19", "miou_20", "pixel_accuracy", "iou", "precision", "recall", "f1",
-    "pixel_share"}``; the per-class dicts are keyed by :data:`labels.CLASS_NAMES_20`.
-    ``pixel_share`` is the class's share of all truth pixels (unknown included).
+
+def with_unknown_metrics(cm: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The original project's view: K+1 classes, raw 255 as ``unknown``.
+
+    Returns ``{"miou_K", "miou_K+1"`` (:func:`with_unknown_keys`; ``miou_19``, ``miou_20``
+    for BDD100K), ``"pixel_accuracy", "iou", "precision", "recall", "f1", "pixel_share"}``;
+    the per-class dicts are keyed by ``names`` (the K classes, default
+    :func:`default_names`) and ``unknown``. ``pixel_share`` is the class's share of all truth
+    pixels (unknown included).
     """
     c = _as_cm(cm)
+    k = c.shape[0] - 1
+    all_names = (*_names(k, names), UNKNOWN_NAME)
     tp = np.diag(c)
     gt, pred, total = c.sum(1), c.sum(0), c.sum()
     iou = _div(tp, gt + pred - tp)
+    key_k, key_all = with_unknown_keys(k)
     return {
-        "miou_19": _nanmean(iou[:NUM_CLASSES]),
-        "miou_20": _nanmean(iou),
+        key_k: _nanmean(iou[:k]),
+        key_all: _nanmean(iou),
         "pixel_accuracy": float(tp.sum() / total) if total else None,
-        "iou": _named(iou, CLASS_NAMES_20),
-        "precision": _named(_div(tp, pred), CLASS_NAMES_20),
-        "recall": _named(_div(tp, gt), CLASS_NAMES_20),
-        "f1": _named(_div(2 * tp, gt + pred), CLASS_NAMES_20),
-        "pixel_share": _named(_div(gt, np.full_like(gt, total)), CLASS_NAMES_20),
+        "iou": _named(iou, all_names),
+        "precision": _named(_div(tp, pred), all_names),
+        "recall": _named(_div(tp, gt), all_names),
+        "f1": _named(_div(2 * tp, gt + pred), all_names),
+        "pixel_share": _named(_div(gt, np.full_like(gt, total)), all_names),
     }
 
 
 # ---------------------------------------------------------------- image-level view
 def _presence_pair(true_presence: Any, pred_presence: Any) -> tuple[np.ndarray, np.ndarray]:
-    t = to_numpy(true_presence).astype(bool).reshape(-1, NUM_CLASSES_20)
-    p = to_numpy(pred_presence).astype(bool).reshape(-1, NUM_CLASSES_20)
+    t, p = to_numpy(true_presence).astype(bool), to_numpy(pred_presence).astype(bool)
+    if t.ndim == 0 or p.ndim == 0:
+        raise ValueError("presence must be (N, K+1) or (K+1,)")
+    t = t.reshape(-1, t.shape[-1] if t.shape[-1] else NUM_CLASSES_20)
+    p = p.reshape(-1, p.shape[-1] if p.shape[-1] else NUM_CLASSES_20)
     if t.shape != p.shape:
         raise ValueError(f"presence shapes differ: {t.shape} vs {p.shape}")
     return t, p
@@ -306,22 +348,27 @@ def _zero_nan(x: np.ndarray) -> np.ndarray:
     return np.nan_to_num(x, nan=0.0)
 
 
-def image_level_metrics(true_presence: Any, pred_presence: Any) -> dict[str, Any]:
+def image_level_metrics(
+    true_presence: Any, pred_presence: Any, names: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Per-class and averaged precision/recall/F1 of class presence, as sklearn's
     ``classification_report`` computes them for multilabel input.
 
     Args:
-        true_presence, pred_presence: ``bool (N, 20)``, one row per image.
+        true_presence, pred_presence: ``bool (N, K+1)``, one row per image (the last column
+            ``unknown``).
+        names: the K class names (default :func:`default_names`).
 
     Returns:
         ``{"precision", "recall", "f1": {name: f|None}, "support": {name: int}, "micro",
         "macro", "weighted", "samples": {"precision", "recall", "f1", "support"}}``. Per
         class, 0/0 is ``None``. The averages follow sklearn (``zero_division=0``): an
-        undefined per-class or per-image value counts as 0; macro averages all 20 classes,
+        undefined per-class or per-image value counts as 0; macro averages all K+1 classes,
         weighted weights them by support; samples averages per-image scores; every average's
         support is the total number of (image, class) presences.
     """
     t, p = _presence_pair(true_presence, pred_presence)
+    all_names = (*_names(t.shape[1] - 1, names), UNKNOWN_NAME)
     tp = (t & p).sum(0)
     n_true, n_pred = t.sum(0), p.sum(0)
     prec, rec, f1 = _div(tp, n_pred), _div(tp, n_true), _div(2 * tp, n_true + n_pred)
@@ -330,16 +377,16 @@ def image_level_metrics(true_presence: Any, pred_presence: Any) -> dict[str, Any
     def avg(pr: float, rc: float, f: float) -> dict[str, Any]:
         return {"precision": float(pr), "recall": float(rc), "f1": float(f), "support": support}
 
-    w = n_true / support if support else np.zeros(NUM_CLASSES_20)
+    w = n_true / support if support else np.zeros(t.shape[1])
     st, sp, stp = t.sum(1), p.sum(1), (t & p).sum(1)
     mi_p = _zero_nan(_div(tp.sum(), n_pred.sum()))
     mi_r = _zero_nan(_div(tp.sum(), n_true.sum()))
     mi_f = _zero_nan(_div(2 * tp.sum(), n_true.sum() + n_pred.sum()))
     return {
-        "precision": _named(prec, CLASS_NAMES_20),
-        "recall": _named(rec, CLASS_NAMES_20),
-        "f1": _named(f1, CLASS_NAMES_20),
-        "support": {n: int(s) for n, s in zip(CLASS_NAMES_20, n_true, strict=True)},
+        "precision": _named(prec, all_names),
+        "recall": _named(rec, all_names),
+        "f1": _named(f1, all_names),
+        "support": {n: int(s) for n, s in zip(all_names, n_true, strict=True)},
         "micro": avg(mi_p, mi_r, mi_f),
         "macro": avg(*(_zero_nan(x).mean() for x in (prec, rec, f1))),
         "weighted": avg(*((_zero_nan(x) * w).sum() for x in (prec, rec, f1))),
@@ -353,7 +400,7 @@ def image_level_metrics(true_presence: Any, pred_presence: Any) -> dict[str, Any
 
 
 def image_level_matrix(true_presence: Any, pred_presence: Any) -> np.ndarray:
-    """The original project's "Confusion Matrix | Classification", ``int64 (20, 20)``.
+    """The original project's "Confusion Matrix | Classification", ``int64 (K+1, K+1)``.
 
     - off the diagonal, ``[i, j]`` = images where class ``i`` is in the truth but was **not**
       predicted (an image-level miss of ``i``) and class ``j`` was predicted: what the model
@@ -369,30 +416,44 @@ def image_level_matrix(true_presence: Any, pred_presence: Any) -> np.ndarray:
     t, p = _presence_pair(true_presence, pred_presence)
     missed = (t & ~p).astype(np.int64)
     m = missed.T @ p.astype(np.int64)  # its diagonal is 0: a missed class is not predicted
-    m[np.diag_indices(NUM_CLASSES_20)] = p.sum(0)
+    m[np.diag_indices(p.shape[1])] = p.sum(0)
     return m
 
 
 # ---------------------------------------------------------------- names of the views
 # How figures, tables and messages name each view, so that one mIoU reads the same everywhere:
 # the official one leads, and any other number says which view it comes from.
-OFFICIAL_LABEL = "official: 19 classes, 255 ignored"
+def official_label(k: int = NUM_CLASSES) -> str:
+    """``official: K classes, 255 ignored``: the official view of K classes."""
+    return f"official: {k} classes, 255 ignored"
+
+
+def miou_label(k: int = NUM_CLASSES) -> str:
+    """``mIoU (official: K classes, 255 ignored)``: the headline number's name."""
+    return f"mIoU ({official_label(k)})"
+
+
+OFFICIAL_LABEL = official_label(NUM_CLASSES)  # BDD100K's 19
 WITH_UNKNOWN_LABEL = "unknown (255) as a class"
 IMAGE_LEVEL_LABEL = "image level: a class present in an image or not"
-MIOU_LABEL = f"mIoU ({OFFICIAL_LABEL})"
+MIOU_LABEL = miou_label(NUM_CLASSES)
 
 
 # ---------------------------------------------------------------- the metrics.json contract
-def to_contract(cm: Any, true_presence: Any, pred_presence: Any) -> dict[str, Any]:
+def to_contract(
+    cm: Any, true_presence: Any, pred_presence: Any, names: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """The ``metrics.json`` contract: ``num_images``, ``official``, ``with_unknown`` and
     ``image_level`` (see :func:`official_metrics`, :func:`with_unknown_metrics`,
-    :func:`image_level_metrics`). Plain Python numbers, ``None`` where undefined."""
+    :func:`image_level_metrics`), classes named by ``names`` (the K names; default
+    :func:`default_names`). Plain Python numbers, ``None`` where undefined. The caller adds
+    ``classes`` (:meth:`bddseg.classes.Classes.to_dict`) and ``data``."""
     t, p = _presence_pair(true_presence, pred_presence)
     return {
         "num_images": int(len(t)),
-        "official": official_metrics(cm),
-        "with_unknown": with_unknown_metrics(cm),
-        "image_level": image_level_metrics(t, p),
+        "official": official_metrics(cm, names),
+        "with_unknown": with_unknown_metrics(cm, names),
+        "image_level": image_level_metrics(t, p, names),
     }
 
 
@@ -403,15 +464,19 @@ __all__ = [
     "OFFICIAL_LABEL",
     "WITH_UNKNOWN_LABEL",
     "confusion_matrix",
+    "default_names",
     "fold_histogram",
     "image_level_matrix",
     "image_level_metrics",
     "image_presence",
+    "miou_label",
     "official_arrays",
+    "official_label",
     "official_metrics",
     "presence_from_confusion",
     "to_contract",
     "to_numpy",
     "value_histogram",
+    "with_unknown_keys",
     "with_unknown_metrics",
 ]
