@@ -1,29 +1,33 @@
 """Check a whole dataset before training on it: every pair of every split, all problems at once.
 
 Decoding runs in a process pool (:func:`bddseg.parallel.parallel_map`); the pairs come from
-:mod:`bddseg.layout`, the decoders from :mod:`bddseg.data`. Every problem is reported as
+:mod:`bddseg.layout`, the decoders from :mod:`bddseg.data`, the masks' valid values from the
+dataset's class set (:func:`bddseg.data.root_classes`). Every problem is reported as
 ``(path, reason)``, one line each.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bddseg import layout as layouts
 from bddseg import parallel
-from bddseg.data import init_decode_worker, read_image, read_mask, size_problem
-from bddseg.errors import BddsegError
-from bddseg.layout import (
-    LABELLED_SPLITS,
-    Layout,
-    Pair,
+from bddseg.classes import BDD100K, Classes
+from bddseg.data import (
     find_layout,
-    layout_splits,
-    pairs_and_duplicates,
+    init_decode_worker,
+    read_image,
+    read_mask,
+    root_classes,
+    size_problem,
 )
+from bddseg.errors import BddsegError
+from bddseg.layout import LABELLED_SPLITS, Layout, Pair, layout_splits
 
 
 @dataclass
@@ -39,7 +43,7 @@ class CheckReport:
         return not self.problems
 
 
-def _check_pair(pair: Pair) -> list[tuple[str, str]]:
+def _check_pair(pair: Pair, classes: Classes = BDD100K) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     size = None
     if pair.image is not None:
@@ -49,7 +53,7 @@ def _check_pair(pair: Pair) -> list[tuple[str, str]]:
             problems.append((str(pair.image), e.problem))
     if pair.mask is not None:
         try:
-            msize = tuple(read_mask(pair.mask).shape)
+            msize = tuple(read_mask(pair.mask, classes).shape)
             if size is not None and msize != size:
                 problems.append((str(pair.mask), size_problem(msize, size)))
         except BddsegError as e:
@@ -57,34 +61,53 @@ def _check_pair(pair: Pair) -> list[tuple[str, str]]:
     return problems
 
 
-def _check_chunk(pairs: list[Pair]) -> list[tuple[str, list[tuple[str, str]]]]:
-    return [(p.stem, _check_pair(p)) for p in pairs]
+def _check_chunk(
+    pairs: list[Pair], classes: Classes = BDD100K
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    return [(p.stem, _check_pair(p, classes)) for p in pairs]
 
 
-def check_dataset(root: str | Path, workers: int = 1) -> CheckReport:
+def check_dataset(
+    root: str | Path, workers: int = 1, dataset: str = "auto", classes_file: str | None = None
+) -> CheckReport:
     """Check every pair of every split present, listing all problems at once.
 
     For each split: every image decodes, every mask decodes as single-channel 8-bit with values
-    in 0..18 and 255 and has its image's height and width, every train/val image has a mask,
-    no mask lacks an image, no stem appears twice. Decoding runs in ``workers`` processes
-    (one pool for all splits).
+    the dataset's class set allows (BDD100K: 0..18 and 255; ``classes_file``, else
+    ROOT/classes.yaml, else the layout's: :func:`bddseg.data.root_classes`) and has its
+    image's height and width, every train/val image has a mask, no mask lacks an image, no
+    stem appears twice. ``dataset``: the layout (``auto``: detected). Decoding runs in
+    ``workers`` processes (one pool for all splits).
+
+    Raises:
+        BddsegError: the root is missing or not a recognised layout, or a bad class file (the
+            problems of the files themselves are the report's).
     """
     report = CheckReport()
-    layout = find_layout(root)
+    layout = find_layout(root, dataset)
+    classes = root_classes(root, dataset, classes_file)
     with contextlib.ExitStack() as stack:
         pool = None
         if workers > 1:
             pool = stack.enter_context(parallel.pool(workers, init_decode_worker))
         for split in layout_splits(layout):
-            report.summary[split], problems = _check_split(root, layout, split, workers, pool)
+            report.summary[split], problems = _check_split(
+                root, layout, split, workers, pool, dataset, classes
+            )
             report.problems += problems
     return report
 
 
 def _check_split(
-    root: str | Path, layout: Layout, split: str, workers: int, pool: ProcessPoolExecutor | None
+    root: str | Path,
+    layout: Layout,
+    split: str,
+    workers: int,
+    pool: ProcessPoolExecutor | None,
+    dataset: str,
+    classes: Classes,
 ) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    pairs, dupes = pairs_and_duplicates(root, split)
+    pairs, dupes = _pairs_and_duplicates(root, split, dataset)
     problems = [(str(p), "duplicate stem: another file has the same name") for p in dupes]
     if not pairs:  # a folder that exists but holds nothing is a mistake, not a clean split
         problems.append((str(layout.images[split]), f"the {split} split is empty (no images)"))
@@ -98,7 +121,8 @@ def _check_split(
             problems.append((str(p.image), f"image without a mask (no {missing})"))
             bad.add(p.stem)
     start = time.perf_counter()
-    for chunk in parallel.parallel_map(_check_chunk, pairs, workers, executor=pool):
+    # classes travels to the workers with each chunk (a frozen dataclass: it pickles)
+    for chunk in parallel.parallel_map(_check_chunk, pairs, workers, classes, executor=pool):
         for stem, found in chunk:
             problems += found
             if found:
@@ -112,3 +136,13 @@ def _check_split(
         "pairs_per_s": len(pairs) / seconds if seconds > 0 else 0.0,
     }
     return summary, sorted(problems)
+
+
+def _pairs_and_duplicates(
+    root: str | Path, split: str, dataset: str
+) -> tuple[list[Pair], list[Path]]:
+    """:func:`bddseg.layout.pairs_and_duplicates`, passing ``dataset`` where it is taken."""
+    fn = layouts.pairs_and_duplicates
+    if "dataset" in inspect.signature(fn).parameters:
+        return fn(root, split, dataset)
+    return fn(root, split)
