@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 OUT    ?= demo_out
 FASTAI := .venv-fastai
+CSCRIPTS := .venv-cityscapes
 
 .PHONY: demo test lint format bench bench-real notebook clean
 
@@ -37,7 +38,7 @@ format: $(VENV)/.stamp-test
 	$(VENV)/bin/ruff check --fix setup.py src tests benchmarks notebooks
 	$(VENV)/bin/ruff format setup.py src tests benchmarks
 
-test: lint
+test: lint $(CSCRIPTS)/.stamp
 	$(PY) -m pytest -q
 
 bench: $(VENV)/.stamp-test
@@ -65,6 +66,19 @@ $(OFFICIAL)/.stamp:
 	rm -rf $(OFFICIAL)
 	$(PYTHON) -m venv $(OFFICIAL)
 	$(OFFICIAL)/bin/python -m pip --disable-pip-version-check -q install 'bdd100k==1.0.1' 'pydantic<2'
+	touch $@
+
+# cityscapesScripts' evaluator in its own venv, for the Cityscapes parity test
+# (tests/test_cityscapes_parity.py): it pins nothing of ours, but it pulls nine packages we
+# don't use, the obsolete `typing` backport among them, so it stays out of .venv. The `*`
+# .gitignore inside it is what Python 3.13's venv writes itself.
+.PHONY: .venv-cityscapes
+.venv-cityscapes: $(CSCRIPTS)/.stamp
+$(CSCRIPTS)/.stamp:
+	rm -rf $(CSCRIPTS)
+	$(PYTHON) -m venv $(CSCRIPTS)
+	$(CSCRIPTS)/bin/python -m pip --disable-pip-version-check -q install 'cityscapesscripts==2.3.0'
+	echo '*' > $(CSCRIPTS)/.gitignore
 	touch $@
 
 # The original project's recipe (fastai unet_learner + fit_one_cycle) in its own venv, for the
