@@ -39,10 +39,12 @@ The derived metrics accept either and compute in float64 numpy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from bddseg.classes import BDD100K, Classes, from_dict
 from bddseg.errors import BddsegError
 from bddseg.labels import CLASS_NAMES, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20, UNKNOWN_NAME
 from bddseg.masks import format_values
@@ -440,6 +442,13 @@ MIOU_LABEL = miou_label(NUM_CLASSES)
 
 
 # ---------------------------------------------------------------- the metrics.json contract
+def classes_of(result: Mapping[str, Any] | None) -> Classes:
+    """The class set a ``metrics.json`` was scored with: its ``"classes"``
+    (:meth:`Classes.to_dict`), else BDD100K's (files from before the record, or none)."""
+    d = (result or {}).get("classes")
+    return from_dict(d) if isinstance(d, Mapping) else BDD100K
+
+
 def to_contract(
     cm: Any, true_presence: Any, pred_presence: Any, names: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
@@ -463,6 +472,7 @@ __all__ = [
     "MIOU_LABEL",
     "OFFICIAL_LABEL",
     "WITH_UNKNOWN_LABEL",
+    "classes_of",
     "confusion_matrix",
     "default_names",
     "fold_histogram",

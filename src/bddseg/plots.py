@@ -22,10 +22,18 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from bddseg.classes import BDD100K, Classes
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
-from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, PALETTE
-from bddseg.metrics import MIOU_LABEL, OFFICIAL_LABEL, WITH_UNKNOWN_LABEL
+from bddseg.metrics import (
+    MIOU_LABEL,
+    OFFICIAL_LABEL,
+    WITH_UNKNOWN_LABEL,
+    classes_of,
+    miou_label,
+    official_label,
+    with_unknown_keys,
+)
 from bddseg.runs import CONFUSION
 from bddseg.trainlog import read_log
 
@@ -60,10 +68,13 @@ UNKNOWN_CHART_COLOR = "#A0A4AD"  # the palette draws unknown black: too heavy fo
 LABEL = {"textcoords": "offset points", "fontsize": 7.5, "color": INK}  # small value labels
 
 
-def class_color(name: str) -> str:
-    """Hex color of a class for charts: its palette color, gray for ``unknown``."""
-    i = CLASS_NAMES_20.index(name) if name in CLASS_NAMES_20 else len(PALETTE)
-    return "#{:02x}{:02x}{:02x}".format(*PALETTE[i]) if i < len(PALETTE) else UNKNOWN_CHART_COLOR
+def class_color(name: str, classes: Classes | None = None) -> str:
+    """Hex color of a class of ``classes`` (default BDD100K's) for charts: its palette color,
+    gray for ``unknown`` or a name not in the set."""
+    classes = BDD100K if classes is None else classes
+    if name not in classes.names:
+        return UNKNOWN_CHART_COLOR
+    return "#{:02x}{:02x}{:02x}".format(*classes.palette[classes.names.index(name)])
 
 
 def _styled(build):
@@ -250,11 +261,11 @@ def plot_loss_curves_multi(runs: Mapping[str, str | Path], path: str | Path) -> 
 
 
 # ---------------------------------------------------------------- per-class IoU
-def _labelled_share(metrics: Mapping) -> dict[str, float]:
-    """Each of the 19 classes' share of the labelled pixels (255 left out), in %, from the
+def _labelled_share(metrics: Mapping, names: Sequence[str]) -> dict[str, float]:
+    """Each of the K classes' share of the labelled pixels (255 left out), in %, from the
     ``with_unknown`` view's share of all pixels."""
     of_all = (metrics.get("with_unknown") or {}).get("pixel_share") or {}
-    share = {n: of_all.get(n) or 0.0 for n in CLASS_NAMES}
+    share = {n: of_all.get(n) or 0.0 for n in names}
     total = sum(share.values())
     return {n: 100 * v / total if total else 0.0 for n, v in share.items()}
 
@@ -263,16 +274,20 @@ def _labelled_share(metrics: Mapping) -> dict[str, float]:
 def iou_share_figure(metrics: Mapping) -> Figure:
     """Per-class IoU bars sorted by IoU, the pixel share (%) drawn over them on a second axis.
 
-    The official view leads (``metrics["official"]``: the 19 classes, 255 ignored): its
+    The classes, their names and colours, are the ones ``metrics["classes"]`` records
+    (:func:`bddseg.metrics.classes_of`; BDD100K's 19 without it). The official view leads
+    (``metrics["official"]``: the K classes, 255 ignored): its
     per-class IoU are the bars, its mIoU the dotted line, and the share is of the labelled
     pixels. The ``with_unknown`` view's 19-class mIoU is the dashed gray line, labelled as
     that view. A class whose IoU is undefined (absent from the truth and never predicted)
     sits at the left, labelled n/a.
     """
-    ious = {n: metrics["official"]["iou"].get(n) for n in CLASS_NAMES}
+    classes = classes_of(metrics)
+    k = classes.num
+    ious = {n: metrics["official"]["iou"].get(n) for n in classes.names}
     order = sorted(ious, key=lambda n: -1.0 if ious[n] is None else ious[n])
     iou = np.array([ious[n] or 0.0 for n in order])
-    labelled = _labelled_share(metrics)
+    labelled = _labelled_share(metrics, classes.names)
     share = np.array([labelled.get(n, 0.0) for n in order])
     fig = _figure(12, 5.6)
     # fixed margins (what constrained layout finds for the 20 class names), at a third of
@@ -281,16 +296,16 @@ def iou_share_figure(metrics: Mapping) -> Figure:
     fig.subplots_adjust(left=0.05, right=0.953, bottom=0.19, top=0.945)
     ax = fig.subplots()
     x = np.arange(len(order))
-    colors = [class_color(n) for n in order]
+    colors = [class_color(n, classes) for n in order]
     ax.bar(x, iou, color=colors, alpha=0.88, edgecolor=INK, linewidth=0.4)
     miou = metrics["official"].get("miou")
     if miou is not None:
-        ax.axhline(miou, color=INK, lw=1.2, ls=":", label=f"{MIOU_LABEL} {miou:.3f}")
-    other = (metrics.get("with_unknown") or {}).get("miou_19")
+        ax.axhline(miou, color=INK, lw=1.2, ls=":", label=f"{miou_label(k)} {miou:.3f}")
+    other = (metrics.get("with_unknown") or {}).get(with_unknown_keys(k)[0])
     if other is not None:
-        text = f"second view: mIoU (19 classes, {WITH_UNKNOWN_LABEL}) {other:.3f}"
+        text = f"second view: mIoU ({k} classes, {WITH_UNKNOWN_LABEL}) {other:.3f}"
         ax.axhline(other, color=UNKNOWN_CHART_COLOR, lw=1, ls="--", label=text)
-    ax.set(ylim=(0, 1.05), ylabel=f"IoU ({OFFICIAL_LABEL}; bars)", xlabel="class")
+    ax.set(ylim=(0, 1.05), ylabel=f"IoU ({official_label(k)}; bars)", xlabel="class")
     ax.set_title("Class IoU vs pixel share (sorted by IoU)")
     _class_ticks(ax, order)
     ax2 = ax.twinx()  # drawn over the bars: the line, then the bar labels on top of it
@@ -476,7 +491,7 @@ def write_eval_plots(
     eval_dir = Path(eval_dir)
     if "matrix" not in confusion:
         raise BddsegError("no 'matrix' in the confusion data", eval_dir / CONFUSION)
-    classes = confusion.get("classes") or list(CLASS_NAMES_20)
+    classes = confusion.get("classes") or list(classes_of(metrics).model_names("class"))
     jobs = [
         (plot_iou_vs_share, (metrics, eval_dir / EVAL_PLOTS[0])),
         (plot_confusion, (confusion["matrix"], classes, eval_dir / EVAL_PLOTS[1])),

@@ -1,7 +1,13 @@
 """``bddseg report``: one self-contained HTML page for one or more run directories.
 
 A run directory holds ``config.yaml``, ``log.csv``, ``eval/val/`` (from ``bddseg evaluate``)
-and ``predictions/test/`` (from ``bddseg predict``). Everything found is drawn; a section whose
+and ``predictions/test/`` (from ``bddseg predict``). Further evaluations, on other datasets,
+sit beside ``eval/val`` (``eval/KIND-SPLIT/metrics.json``, e.g. ``eval/cityscapes-val``): the
+report puts every run's evaluations in one table, runs (by the dataset they trained on) x
+test sets, the official mIoU in each cell (the domain-shift table), with each evaluation's
+per-group mIoU (city, weather, ...) where ``metrics.json`` has ``groups``. Class names and
+colours come from each ``metrics.json``'s ``classes`` (BDD100K's 19 without it). Everything
+found is drawn; a section whose
 inputs are missing says "not available" and why. Figures are embedded as base64 data URIs, and
 the page loads nothing from anywhere else. The figures come from :mod:`bddseg.plots`, the
 overlays from :mod:`bddseg.colors`; this module reads the runs and lays them out.
@@ -22,15 +28,22 @@ import numpy as np
 from PIL import Image
 
 from bddseg._version import __version__
+from bddseg.classes import BDD100K, Classes
 from bddseg.colors import overlay
 from bddseg.config import load_yaml
 from bddseg.data import read_image
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text, read_json
-from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, PALETTE
 from bddseg.layout import IMAGE_SUFFIXES, list_pairs
 from bddseg.masks import read_mask
-from bddseg.metrics import IMAGE_LEVEL_LABEL, MIOU_LABEL, OFFICIAL_LABEL, WITH_UNKNOWN_LABEL
+from bddseg.metrics import (
+    IMAGE_LEVEL_LABEL,
+    WITH_UNKNOWN_LABEL,
+    classes_of,
+    miou_label,
+    official_label,
+    with_unknown_keys,
+)
 from bddseg.plots import (
     confusion_figure,
     figure_bytes,
@@ -45,6 +58,7 @@ from bddseg.runs import (
     BEST,
     CONFIG,
     CONFUSION,
+    EVAL_DIR,
     EVAL_SPLIT,
     LAST,
     LOG,
@@ -75,6 +89,25 @@ class Run:
     confusion: dict | None = None
     per_image: list[dict] | None = None
     missing: dict[str, str] = field(default_factory=dict)
+    evals: dict[str, dict] = field(default_factory=dict)  # eval/NAME -> metrics.json
+
+    @property
+    def classes(self) -> Classes:
+        """The main evaluation's class set (its ``metrics.json``; BDD100K without one)."""
+        try:
+            return classes_of(self.metrics)
+        except BddsegError:
+            return BDD100K
+
+    @property
+    def trained_on(self) -> str:
+        """The dataset the run trained on: ``data.dataset`` where set, else the name of
+        ``data.root``'s folder."""
+        data = self.config.get("data") if isinstance(self.config.get("data"), dict) else {}
+        kind = data.get("dataset")
+        if kind and kind != "auto":
+            return str(kind)
+        return Path(str(data.get("root") or "?")).name or "?"
 
     @property
     def label(self) -> str:
@@ -125,7 +158,25 @@ def load_run(run_dir: str | Path) -> Run:
             run.missing[key] = str(e)
         except (OSError, ValueError, csv.Error) as e:
             run.missing[key] = f"{path}: cannot read ({e})"
+    for name, path in _eval_dirs(run_dir).items():
+        if name == EVAL_SPLIT:
+            if run.metrics is not None:
+                run.evals[name] = run.metrics
+            continue
+        try:
+            run.evals[name] = read_json(path / METRICS, "metrics")
+        except (BddsegError, OSError, ValueError):  # the table shows it as not evaluated
+            continue
     return run
+
+
+def _eval_dirs(run_dir: Path) -> dict[str, Path]:
+    """``{NAME: RUN/eval/NAME}`` for every evaluation with a ``metrics.json``: ``val``
+    first, the others by name."""
+    base = run_dir / EVAL_DIR
+    found = sorted(p for p in base.glob(f"*/{METRICS}") if p.is_file()) if base.is_dir() else []
+    names = sorted((p.parent.name for p in found), key=lambda n: (n != EVAL_SPLIT, n))
+    return {n: base / n for n in names}
 
 
 def _unique_names(runs: list[Run]) -> None:
@@ -200,7 +251,7 @@ def _train_samples(run: Run) -> str:
     tiles = []
     for p in pairs:
         img = _load_image(p.image)
-        tiles.append(overlay(img, _load_mask(p.mask, img, truth=True)))
+        tiles.append(overlay(img, _load_mask(p.mask, img, truth=True), palette=run.classes.palette))
     return _grid(tiles, [_short(p.stem) for p in pairs], cols=4)
 
 
@@ -224,7 +275,10 @@ def _val_samples(run: Run, worst: bool) -> str:
             continue
         img = _load_image(pair.image)
         truth, guess = _load_mask(pair.mask, img, True), _load_mask(pred, img, False)
-        tiles.append([img, overlay(img, truth), overlay(img, guess)])
+        palette = run.classes.palette
+        tiles.append(
+            [img, overlay(img, truth, palette=palette), overlay(img, guess, palette=palette)]
+        )
         score = f" · mIoU {_pct(scores[stem])}%" if scores.get(stem) is not None else ""
         titles.append([_short(stem) + score, "", ""])
     if not tiles:
@@ -280,10 +334,12 @@ def _cell(v, fmt=_pct, shade: bool = True) -> dict:
     }
 
 
-def _swatch(name: str) -> str:
-    """CSS for a class's color chip; empty for unknown (the template stripes it)."""
-    i = CLASS_NAMES_20.index(name)
-    return "background:rgb({},{},{})".format(*PALETTE[i]) if i < len(PALETTE) else ""
+def _swatch(name: str, classes: Classes = BDD100K) -> str:
+    """CSS for a class's color chip; empty for unknown or a name not in ``classes`` (the
+    template stripes it)."""
+    if name not in classes.names:
+        return ""
+    return "background:rgb({},{},{})".format(*classes.palette[classes.names.index(name)])
 
 
 def _get(d: dict | None, *keys):
@@ -292,16 +348,22 @@ def _get(d: dict | None, *keys):
     return d
 
 
-# the official view first, then the others, each named by its view (metrics.py's labels)
-HEADLINE = (
-    (MIOU_LABEL, ("official", "miou")),
-    ("pixel accuracy (official)", ("official", "pixel_accuracy")),
-    ("fwIoU (official)", ("official", "fwiou")),
-    (f"mIoU (19 classes, {WITH_UNKNOWN_LABEL})", ("with_unknown", "miou_19")),
-    (f"mIoU (20 classes, {WITH_UNKNOWN_LABEL})", ("with_unknown", "miou_20")),
-    ("image-level micro F1", ("image_level", "micro", "f1")),
-    ("image-level macro F1", ("image_level", "macro", "f1")),
-)
+def headline(k: int = 19) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The headline numbers of K classes as ``(title, keys into metrics.json)``: the official
+    view first, then the others, each named by its view (metrics.py's labels)."""
+    key_k, key_all = with_unknown_keys(k)
+    return (
+        (miou_label(k), ("official", "miou")),
+        ("pixel accuracy (official)", ("official", "pixel_accuracy")),
+        ("fwIoU (official)", ("official", "fwiou")),
+        (f"mIoU ({k} classes, {WITH_UNKNOWN_LABEL})", ("with_unknown", key_k)),
+        (f"mIoU ({k + 1} classes, {WITH_UNKNOWN_LABEL})", ("with_unknown", key_all)),
+        ("image-level micro F1", ("image_level", "micro", "f1")),
+        ("image-level macro F1", ("image_level", "macro", "f1")),
+    )
+
+
+HEADLINE = headline(19)  # BDD100K's
 # the per-class table's columns: (view, metric, format, shaded); the template's group header
 # and its separators (at columns 1, 2 and 7) follow this order
 CLASS_COLUMNS = (
@@ -314,13 +376,14 @@ CLASS_COLUMNS = (
 
 
 def _class_rows(m: dict) -> list[dict]:
+    classes = classes_of(m)
     return [
         {
             "name": n,
-            "swatch": _swatch(n),
+            "swatch": _swatch(n, classes),
             "cells": [_cell(_get(m, view, k, n), f, sh) for view, k, f, sh in CLASS_COLUMNS],
         }
-        for n in CLASS_NAMES_20
+        for n in classes.model_names("class")
     ]
 
 
@@ -340,13 +403,14 @@ def _run_summary(run: Run) -> str:
     m = run.metrics
     if not m:
         return f"{run.label}: no evaluation ({run.missing.get('metrics')})."
+    classes = run.classes
     share = _get(m, "with_unknown", "pixel_share") or {}
     if share:  # a class is in the truth when it has pixels there
-        present = sum((_num(share.get(n)) or 0) > 0 for n in CLASS_NAMES)
+        present = sum((_num(share.get(n)) or 0) > 0 for n in classes.names)
     else:  # defined IoU: in the truth or predicted
         present = sum(v is not None for v in (_get(m, "official", "iou") or {}).values())
     text = (
-        f"{run.label}: {MIOU_LABEL} {_pct(_get(m, 'official', 'miou'))}% over the {present} "
+        f"{run.label}: {miou_label(classes.num)} {_pct(_get(m, 'official', 'miou'))}% over the {present} "
         f"classes present in the truth of {m.get('num_images', '?')} images, pixel accuracy "
         f"{_pct(_get(m, 'official', 'pixel_accuracy'))}%."
     )
@@ -376,29 +440,46 @@ def _compare_row(vals: list[float | None], names: list[str]) -> dict:
     return {"values": values, "deltas": deltas, "winner": winner}
 
 
+def _all_classes(runs: list[Run]) -> list[tuple[str, Classes]]:
+    """Every evaluated class of the runs' main evaluations, the first run's order first, each
+    with the class set that colours it."""
+    seen: dict[str, Classes] = {}
+    for r in runs:
+        for n in r.classes.names:
+            seen.setdefault(n, r.classes)
+    return list(seen.items())
+
+
 def _comparison(runs: list[Run]) -> dict:
-    """Headline numbers (the official mIoU first) and the official per-class IoU (the 19
-    classes, 255 ignored) side by side."""
+    """Headline numbers (the official mIoU first) and the official per-class IoU (the K
+    classes, 255 ignored; every class of any run) side by side."""
     names = [r.name for r in runs]
-    headline = [
-        {"title": t, "cells": _compare_row([_num(_get(r.metrics, *k)) for r in runs], names)}
-        for t, k in HEADLINE
+    per_run = [headline(r.classes.num) for r in runs]
+    rows = [
+        {
+            "title": title,
+            "cells": _compare_row(
+                [_num(_get(r.metrics, *h[i][1])) for r, h in zip(runs, per_run, strict=True)],
+                names,
+            ),
+        }
+        for i, (title, _) in enumerate(per_run[0])
     ]
     classes, wins = [], dict.fromkeys(names, 0)
-    for c in CLASS_NAMES:
+    for c, owner in _all_classes(runs):
         row = _compare_row([_num(_get(r.metrics, "official", "iou", c)) for r in runs], names)
-        classes.append({"name": c, "swatch": _swatch(c), **row})
+        classes.append({"name": c, "swatch": _swatch(c, owner), **row})
         if row["winner"] in wins:
             wins[row["winner"]] += 1
     ious = {r.name: _get(r.metrics, "official", "iou") for r in runs}
     logs = {r.name: r.log for r in runs if r.log}
     return {
-        "view": OFFICIAL_LABEL,
+        "view": official_label(runs[0].classes.num),
         "runs": [{"name": r.name, "label": r.label} for r in runs],
-        "headline": headline,
+        "headline": rows,
         "classes": classes,
         "wins": wins,
-        "summary": _comparison_summary(runs, wins),
+        "summary": _comparison_summary(runs, wins, len(classes)),
         "curves": _figure(loss_multi_figure, logs, missing=None if logs else f"no run has a {LOG}"),
         "delta": _figure(
             iou_delta_figure,
@@ -408,20 +489,20 @@ def _comparison(runs: list[Run]) -> dict:
     }
 
 
-def _comparison_summary(runs: list[Run], wins: dict[str, int]) -> str:
+def _comparison_summary(runs: list[Run], wins: dict[str, int], n: int) -> str:
     scored = [(r, _num(_get(r.metrics, "official", "miou"))) for r in runs]
     scored = sorted(((r, v) for r, v in scored if v is not None), key=lambda t: -t[1])
     if len(scored) < 2:
         return "Fewer than two runs have an evaluation, so there is nothing to compare."
     (top, a), (second, b) = scored[:2]
     text = (
-        f"{top.label} wins on {MIOU_LABEL}: {_pct(a)}% vs {_pct(b)}% for {second.name} "
+        f"{top.label} wins on {miou_label(top.classes.num)}: {_pct(a)}% vs {_pct(b)}% for "
+        f"{second.name} "
         f"({100 * (a - b):+.1f} points)"
     )
     if len(runs) > 2:
         return text + "; classes won: " + ", ".join(f"{n} {k}" for n, k in wins.items()) + "."
-    other = next(n for n in wins if n != top.name)
-    n = len(CLASS_NAMES)
+    other = next(name for name in wins if name != top.name)
     rest = n - sum(wins.values())
     text += (
         f", and has the higher official IoU on {wins[top.name]} of {n} classes; "
@@ -461,7 +542,8 @@ def _config_sections(cfg: dict) -> list[dict]:
 
 def _run_context(run: Run, index: int) -> dict:
     m, conf = run.metrics, run.confusion or {}
-    classes = conf.get("classes") or list(CLASS_NAMES_20)
+    k = run.classes.num
+    classes = conf.get("classes") or list(run.classes.model_names("class"))
     no_conf = run.missing.get("confusion", f"{CONFUSION} has no such matrix")
     ctx = {
         "id": f"run-{index}",
@@ -491,19 +573,98 @@ def _run_context(run: Run, index: int) -> dict:
         "samples": [
             ("Train samples with their masks", _samples(_train_samples, run)),
             ("Val samples: image | truth | prediction", _samples(_val_samples, run, False)),
-            (f"Worst val images by per-image {MIOU_LABEL}", _samples(_val_samples, run, True)),
+            (f"Worst val images by per-image {miou_label(k)}", _samples(_val_samples, run, True)),
             ("Test predictions", _samples(_test_samples, run)),
         ],
+        "legend": [
+            {"name": n, "swatch": _swatch(n, run.classes)} for n in run.classes.model_names("class")
+        ],
+        "groups": _groups(run),
+        "views": _views(k),
     }
     if m is not None:
         ctx["headline"] = [
-            {"title": t, "text": _pct(_get(m, *k)), "style": _shade(_get(m, *k))}
-            for t, k in HEADLINE
+            {"title": t, "text": _pct(_get(m, *keys)), "style": _shade(_get(m, *keys))}
+            for t, keys in headline(k)
         ]
         ctx["classes"] = _class_rows(m)
         ctx["averages"] = _average_rows(m)
         ctx["iou_share"] = _figure(iou_share_figure, m)
     return ctx
+
+
+def _views(k: int) -> dict[str, str]:
+    return {
+        "official": official_label(k),
+        "with_unknown": WITH_UNKNOWN_LABEL,
+        "image_level": IMAGE_LEVEL_LABEL,
+    }
+
+
+# ---------------------------------------------------------------- across datasets
+def _tested_on(run: Run, name: str, m: dict) -> tuple[str, str]:
+    """``(dataset, split)`` an evaluation scored: its ``data`` record (name, else kind), else
+    the folder's name (``val``: the run's own dataset; ``KIND-SPLIT``)."""
+    data = m.get("data") if isinstance(m.get("data"), dict) else {}
+    dataset = data.get("name") or data.get("kind")
+    split = data.get("split")
+    if not dataset or not split:
+        guess = (run.trained_on, name) if "-" not in name else tuple(name.rsplit("-", 1))
+        dataset, split = dataset or guess[0], split or guess[1]
+    return str(dataset), str(split)
+
+
+def _shift_table(runs: list[Run]) -> dict | None:
+    """Runs (rows, by the dataset they trained on) x test sets (columns, each evaluation's
+    dataset and split): the official mIoU, empty where not evaluated. None without any
+    evaluation."""
+    columns: list[tuple[str, str]] = []
+    cells: dict[tuple[int, tuple[str, str]], float | None] = {}
+    for i, r in enumerate(runs):
+        for name, m in r.evals.items():
+            col = _tested_on(r, name, m)
+            if col not in columns:
+                columns.append(col)
+            cells[i, col] = _num(_get(m, "official", "miou"))
+    if not columns or (len(columns) == 1 and len(runs) == 1):  # nothing across
+        return None
+    rows = []
+    for i, r in enumerate(runs):
+        row = []
+        for col in columns:
+            if (i, col) not in cells:
+                row.append({"text": "", "style": "", "own": False})
+                continue
+            v = cells[i, col]
+            row.append({"text": _pct(v), "style": _shade(v), "own": col[0] == r.trained_on})
+        rows.append({"name": r.name, "trained_on": r.trained_on, "cells": row})
+    return {
+        "columns": [f"{d} {s}" for d, s in columns],
+        "rows": rows,
+        "title": miou_label(runs[0].classes.num),
+    }
+
+
+def _groups(run: Run) -> list[dict]:
+    """Per evaluation with ``groups`` in its metrics.json: ``{"title", "rows": [{"name",
+    "miou", "images", "style"}]}``, groups sorted by name."""
+    out = []
+    for name, m in run.evals.items():
+        groups = m.get("groups")
+        if not isinstance(groups, dict) or not groups:
+            continue
+        dataset, split = _tested_on(run, name, m)
+        rows = [
+            {
+                "name": str(g),
+                "miou": _pct(_get(v, "miou")),
+                "style": _shade(_get(v, "miou")),
+                "images": _count(_get(v, "images")),
+            }
+            for g, v in sorted(groups.items())
+        ]
+        out.append({"title": f"{dataset} {split}", "rows": rows})
+    return out
 
 
 def _viewer_link(runs: list[Run], out: Path, viewer: str | Path | None) -> str | None:
@@ -549,12 +710,7 @@ def write_report(
         viewer=_viewer_link(runs, Path(out), viewer),
         comparison=_comparison(runs) if len(runs) > 1 else None,
         runs=[_run_context(r, i) for i, r in enumerate(runs)],
-        legend=[{"name": n, "swatch": _swatch(n)} for n in CLASS_NAMES_20],
-        views={
-            "official": OFFICIAL_LABEL,
-            "with_unknown": WITH_UNKNOWN_LABEL,
-            "image_level": IMAGE_LEVEL_LABEL,
-        },
+        shift=_shift_table(runs),
     )
     atomic_write_text(Path(out), html)
     return Path(out)
