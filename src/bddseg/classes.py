@@ -295,6 +295,62 @@ def resolve_names(names: Iterable[str]) -> Classes:
     return Classes(names, default_palette(len(names)))
 
 
+# ---------------------------------------------------------------- Mapillary Vistas v1.2
+# The 66 classes of Vistas v1.2 in config.json's label order (the mask's palette index is the
+# id): (name, id, train id). Names as in config.json ("name"; mmseg's MapillaryDataset lists
+# the same order by "readable" name). The train ids are the mapping of the domain-
+# generalisation literature, RobustNet (Choi et al., CVPR 2021), shachoi/RobustNet
+# datasets/mapillary.py, gen_id_to_ignore() (commit 8bcd90a), also tue-mps/benchmark-vfm-ss
+# datasets/mappings.py: road <- road, lane marking (general), manhole; sidewalk <- curb,
+# sidewalk; pole <- pole, utility pole; rider <- bicyclist, motorcyclist, other rider; train
+# <- on rails; the rest one to one. Everything else (crosswalk markings, bike lanes, street
+# lights, sign backs and frames, caravans, trailers, ...) is ignored (255), as there.
+VISTAS_V12_LABELS: tuple[tuple[str, int, int], ...] = (
+    ("animal--bird", 0, 255), ("animal--ground-animal", 1, 255),
+    ("construction--barrier--curb", 2, 1), ("construction--barrier--fence", 3, 4),
+    ("construction--barrier--guard-rail", 4, 255),
+    ("construction--barrier--other-barrier", 5, 255), ("construction--barrier--wall", 6, 3),
+    ("construction--flat--bike-lane", 7, 255), ("construction--flat--crosswalk-plain", 8, 255),
+    ("construction--flat--curb-cut", 9, 255), ("construction--flat--parking", 10, 255),
+    ("construction--flat--pedestrian-area", 11, 255),
+    ("construction--flat--rail-track", 12, 255), ("construction--flat--road", 13, 0),
+    ("construction--flat--service-lane", 14, 255), ("construction--flat--sidewalk", 15, 1),
+    ("construction--structure--bridge", 16, 255),
+    ("construction--structure--building", 17, 2), ("construction--structure--tunnel", 18, 255),
+    ("human--person", 19, 11), ("human--rider--bicyclist", 20, 12),
+    ("human--rider--motorcyclist", 21, 12), ("human--rider--other-rider", 22, 12),
+    ("marking--crosswalk-zebra", 23, 255), ("marking--general", 24, 0),
+    ("nature--mountain", 25, 255), ("nature--sand", 26, 255), ("nature--sky", 27, 10),
+    ("nature--snow", 28, 255), ("nature--terrain", 29, 9), ("nature--vegetation", 30, 8),
+    ("nature--water", 31, 255), ("object--banner", 32, 255), ("object--bench", 33, 255),
+    ("object--bike-rack", 34, 255), ("object--billboard", 35, 255),
+    ("object--catch-basin", 36, 255), ("object--cctv-camera", 37, 255),
+    ("object--fire-hydrant", 38, 255), ("object--junction-box", 39, 255),
+    ("object--mailbox", 40, 255), ("object--manhole", 41, 0), ("object--phone-booth", 42, 255),
+    ("object--pothole", 43, 255), ("object--street-light", 44, 255),
+    ("object--support--pole", 45, 5), ("object--support--traffic-sign-frame", 46, 255),
+    ("object--support--utility-pole", 47, 5), ("object--traffic-light", 48, 6),
+    ("object--traffic-sign--back", 49, 255), ("object--traffic-sign--front", 50, 7),
+    ("object--trash-can", 51, 255), ("object--vehicle--bicycle", 52, 18),
+    ("object--vehicle--boat", 53, 255), ("object--vehicle--bus", 54, 15),
+    ("object--vehicle--car", 55, 13), ("object--vehicle--caravan", 56, 255),
+    ("object--vehicle--motorcycle", 57, 17), ("object--vehicle--on-rails", 58, 16),
+    ("object--vehicle--other-vehicle", 59, 255), ("object--vehicle--trailer", 60, 255),
+    ("object--vehicle--truck", 61, 14), ("object--vehicle--wheeled-slow", 62, 255),
+    ("void--car-mount", 63, 255), ("void--ego-vehicle", 64, 255), ("void--unlabeled", 65, 255),
+)  # fmt: skip
+
+MAPILLARY_VISTAS = Classes(
+    CLASS_NAMES,
+    PALETTE,
+    "mapillary",
+    ignore=IGNORE_VALUE,
+    mapping=tuple((vistas_id, train_id) for _, vistas_id, train_id in VISTAS_V12_LABELS),
+)
+"""The 19 classes read from Mapillary Vistas v1.2 ``labels/*.png`` (palette indices 0..65)
+through :data:`VISTAS_V12_LABELS`; 255 is allowed too, as unlabelled."""
+
+
 __all__ = [
     "BDD100K",
     "CITYSCAPES_LABELS",
@@ -302,6 +358,8 @@ __all__ = [
     "CLASSES_FILE",
     "Classes",
     "INVALID",
+    "MAPILLARY_VISTAS",
+    "VISTAS_V12_LABELS",
     "default_palette",
     "from_dict",
     "load_classes",
