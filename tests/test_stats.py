@@ -151,7 +151,7 @@ def test_stats_cache_hit_and_invalidation(tmp_path, monkeypatch):
     first = compute_stats(root)
     assert len(list((tmp_path / "cache").glob("stats-train-*.json"))) == 1
 
-    def boom(_):
+    def boom(*_):
         raise AssertionError("recounted despite a cache hit")
 
     monkeypatch.setattr(stats_mod, "_count_chunk", boom)
@@ -297,9 +297,9 @@ def _count_reads(monkeypatch) -> list:
 
     reads, real = [], stats_mod._mask_counts
 
-    def counted(path):
+    def counted(path, *args):
         reads.append(path)
-        return real(path)
+        return real(path, *args)
 
     monkeypatch.setattr(stats_mod, "_mask_counts", counted)
     return reads
