@@ -431,6 +431,8 @@ def test_checkpoint_matches_folder_evaluation_of_its_predictions(tiny_run, tmp_p
     again = evaluate.evaluate_folders(out / "pred", masks, tmp_path / "f", plots=False)
     again.pop("missing_predictions")
     assert result.pop("precision") == "32-true"  # the default; folders of masks have none
+    data = result.pop("data")  # what it was scored on: folders of masks name no dataset
+    assert (data["kind"], data["split"], data["root"]) == ("bdd100k", "val", str(root.resolve()))
     assert again == result
 
 

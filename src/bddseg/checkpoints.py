@@ -3,7 +3,9 @@
 A checkpoint is a plain dict, loadable with ``torch.load(..., weights_only=True)``::
 
     {"format": "bddseg", "version": 1,
-     "model": state_dict, "config": to_dict(cfg), "num_classes": 19 | 20,
+     "model": state_dict, "config": to_dict(cfg), "num_classes": K | K + 1,
+     "classes": Classes.to_dict(),  # the run's K classes (names, colours); absent before
+                                    # bddseg 0.9: the 19 BDD100K classes (checkpoint_classes)
      "step": int, "epoch": int, "best_metric": float | None,
      "val_metrics": {"val_loss", "miou", "pixel_accuracy", "precision"} | None,
      "image_size": [H, W] | None,  # of the val images (the fixed ONNX export's default)
@@ -23,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bddseg.classes import BDD100K, Classes
+from bddseg.classes import from_dict as classes_from_dict
 from bddseg.config import Config, to_dict
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_path
@@ -38,18 +42,21 @@ def make_checkpoint(
     step: int = 0,
     epoch: int = 0,
     best_metric: float | None = None,
+    classes: Classes = BDD100K,
     **extra: Any,
 ) -> dict[str, Any]:
     """A checkpoint dict in the format above: ``model`` (a module or its state dict), the
-    frozen ``cfg``, the class count it implies; ``extra`` adds entries (``val_metrics``, and
-    for training checkpoints ``optimizer``, ``scheduler``, ...)."""
+    frozen ``cfg``, the run's ``classes`` and the output count they imply with
+    ``cfg.data.unknown``; ``extra`` adds entries (``val_metrics``, and for training
+    checkpoints ``optimizer``, ``scheduler``, ...)."""
     state = model.state_dict() if isinstance(model, nn.Module) else model
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "model": state,
         "config": to_dict(cfg),
-        "num_classes": cfg.num_classes,
+        "num_classes": len(classes.model_names(cfg.data.unknown)),
+        "classes": classes.to_dict(),
         "step": step,
         "epoch": epoch,
         "best_metric": best_metric,
@@ -105,10 +112,38 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     classes = ckpt.get("num_classes")
     if classes is not None and (isinstance(classes, bool) or not isinstance(classes, int)):
         raise BddsegError(f"damaged bddseg checkpoint: num_classes is {classes!r}", p)
+    if "classes" in ckpt and not isinstance(ckpt["classes"], dict):
+        raise BddsegError("damaged bddseg checkpoint: 'classes' is not a mapping", p)
     return ckpt
 
 
+def checkpoint_classes(ckpt: dict[str, Any], source: str | Path | None = None) -> Classes:
+    """The K classes a checkpoint's model was trained on (without ``unknown``): its
+    ``classes`` record, or BDD100K's 19 for a checkpoint written before classes were
+    recorded. The model's outputs are these plus ``unknown`` when ``num_classes`` is K + 1."""
+    record = ckpt.get("classes")
+    classes = BDD100K if record is None else classes_from_dict(record, source)
+    n = ckpt.get("num_classes")
+    if n is not None and n not in (classes.num, classes.num + 1):
+        raise BddsegError(
+            f"damaged bddseg checkpoint: {n} outputs for {classes.num} classes", source
+        )
+    return classes
+
+
+def checkpoint_output_names(
+    ckpt: dict[str, Any], source: str | Path | None = None
+) -> tuple[str, ...]:
+    """The names of the model's output channels: the classes, plus ``unknown`` when the
+    model has K + 1 outputs."""
+    classes = checkpoint_classes(ckpt, source)
+    unknown = "class" if ckpt.get("num_classes") == classes.num + 1 else "ignore"
+    return classes.model_names(unknown)
+
+
 __all__ = [
+    "checkpoint_classes",
+    "checkpoint_output_names",
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "load_checkpoint",

@@ -20,11 +20,10 @@ from typing import Any
 import onnx
 import torch
 
-from bddseg.checkpoints import load_checkpoint
+from bddseg.checkpoints import checkpoint_classes, load_checkpoint
 from bddseg.data import IMAGENET_MEAN, IMAGENET_STD, read_image
 from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
-from bddseg.labels import class_names
 from bddseg.layout import list_pairs
 from bddseg.model import input_multiple, model_from_checkpoint, model_num_classes
 
@@ -109,7 +108,8 @@ def export_onnx(
 
     Returns:
         :class:`Exported`. The file's metadata holds ``bddseg.num_classes``,
-        ``bddseg.class_names``, ``bddseg.mean``/``bddseg.std``, ``bddseg.pad_multiple`` and
+        ``bddseg.class_names`` (the outputs' names), ``bddseg.classes`` (the K classes with
+        their colours), ``bddseg.mean``/``bddseg.std``, ``bddseg.pad_multiple`` and
         ``bddseg.input_size`` (``data.base_size``, which the predictor resizes images to).
     """
     out = Path(out)
@@ -145,9 +145,15 @@ def export_onnx(
         )
     h, w = (-(-s // multiple) * multiple for s in (frame or (2 * multiple, 2 * multiple)))
     proto = _export_proto(model, (1, 3, h, w), opset, dynamic, checkpoint)
+    classes = checkpoint_classes(ckpt, checkpoint)
+    outputs = model_num_classes(model)
     meta = {
-        "bddseg.num_classes": str(model_num_classes(model)),
-        "bddseg.class_names": json.dumps(list(class_names(model_num_classes(model)))),
+        "bddseg.num_classes": str(outputs),
+        "bddseg.class_names": json.dumps(
+            list(classes.model_names("class" if outputs > classes.num else "ignore"))
+        ),
+        # the K classes (names, colours): predict's colour maps and the Python API read them
+        "bddseg.classes": json.dumps(classes.labels_only().to_dict()),
         "bddseg.mean": json.dumps(list(IMAGENET_MEAN)),
         "bddseg.std": json.dumps(list(IMAGENET_STD)),
         "bddseg.pad_multiple": str(multiple),

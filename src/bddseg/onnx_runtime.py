@@ -16,12 +16,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bddseg.classes import BDD100K, Classes, resolve_names
+from bddseg.classes import from_dict as classes_from_dict
 from bddseg.errors import BddsegError, first_line
+from bddseg.labels import NUM_CLASSES
 from bddseg.model import pad_to_multiple
 
 # What runs an ONNX file: onnxruntime (the default, CPU or CUDA), or OpenVINO (the ``openvino``
 # extra; CPU) reading the same file
 RUNTIMES = ("onnxruntime", "openvino")
+
+
+def onnx_classes(meta: dict[str, str], num_outputs: int, path: Path) -> Classes:
+    """The K classes an ONNX file predicts: its ``bddseg.classes`` metadata (bddseg >= 0.9),
+    else BDD100K's for 19 or 20 outputs, else ``class_0..`` with generated colours."""
+    record = meta.get("bddseg.classes")
+    if record is not None:
+        try:
+            classes = classes_from_dict(json.loads(record), path)
+        except ValueError:
+            raise BddsegError("bad bddseg.classes in the ONNX metadata", path) from None
+    elif num_outputs in (NUM_CLASSES, NUM_CLASSES + 1):
+        classes = BDD100K
+    else:
+        classes = resolve_names(f"class_{i}" for i in range(num_outputs))
+    if num_outputs not in (classes.num, classes.num + 1):
+        raise BddsegError(f"{num_outputs} outputs for {classes.num} classes in the metadata", path)
+    return classes
 
 
 class OnnxForward:
@@ -57,6 +78,7 @@ class OnnxForward:
         self.num_classes = c if isinstance(c, int) else int(meta.get("bddseg.num_classes", 0))
         if not self.num_classes:
             raise BddsegError("cannot tell the number of classes of this ONNX model", p)
+        self.classes = onnx_classes(meta, self.num_classes, p)
         try:
             size = json.loads(meta.get("bddseg.input_size", "null"))
             self.input_size = (int(size[0]), int(size[1])) if size else None

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from bddseg.classes import BDD100K, Classes
 from bddseg.colors import colorize, overlay
 from bddseg.config import INFERENCE_PRECISION
 from bddseg.data import read_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.files import atomic_path
-from bddseg.labels import CLASS_NAMES, PALETTE
 from bddseg.layout import IMAGE_SUFFIXES
 from bddseg.masks import write_mask
 from bddseg.predictor import load_predictor, same_size_batches
@@ -290,38 +290,43 @@ def _identity(x):
     return x
 
 
-def legend_classes(mask: np.ndarray) -> list[int]:
-    """The official classes (0..18) present in ``mask``, in train-id order: what a legend lists."""
-    return [int(c) for c in np.unique(mask) if c < len(CLASS_NAMES)]
+def legend_classes(mask: np.ndarray, classes: Classes = BDD100K) -> list[int]:
+    """The classes (0..K-1) present in ``mask``, in train-id order: what a legend lists."""
+    return [int(c) for c in np.unique(mask) if c < classes.num]
 
 
-def draw_legend(rgb: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+def draw_legend(rgb: np.ndarray, present: Sequence[int], classes: Classes = BDD100K) -> np.ndarray:
     """``rgb`` (uint8 ``(H, W, 3)``) with a legend in its top-left corner: on black, one line
-    per class of ``classes``, a square in its official color and its name in white (PIL's
+    per class of ``present`` (train ids of ``classes``), a square in its color and its name in
+    white (PIL's
     built-in default font: nothing is fetched). A legend taller or wider than the image is
     cut at its edges."""
     img = Image.fromarray(np.ascontiguousarray(rgb))
-    if not classes:
+    if not present:
         return np.asarray(img)
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default()
     pad, swatch = 4, 10
-    boxes = [draw.textbbox((0, 0), CLASS_NAMES[c], font=font) for c in classes]
+    names = classes.names
+    boxes = [draw.textbbox((0, 0), names[c], font=font) for c in present]
     line = max(swatch, *(b[3] for b in boxes)) + 2
     right = 3 * pad + swatch + max(b[2] for b in boxes)
-    draw.rectangle((0, 0, right - 1, 2 * pad + len(classes) * line - 3), fill=(0, 0, 0))
-    for i, c in enumerate(classes):
+    draw.rectangle((0, 0, right - 1, 2 * pad + len(present) * line - 3), fill=(0, 0, 0))
+    for i, c in enumerate(present):
         y = pad + i * line
-        draw.rectangle((pad, y, pad + swatch - 1, y + swatch - 1), fill=PALETTE[c])
-        draw.text((2 * pad + swatch, y), CLASS_NAMES[c], fill=(255, 255, 255), font=font)
+        draw.rectangle((pad, y, pad + swatch - 1, y + swatch - 1), fill=classes.palette[c])
+        draw.text((2 * pad + swatch, y), names[c], fill=(255, 255, 255), font=font)
     return np.asarray(img)
 
 
-def overlay_image(image: np.ndarray, mask: np.ndarray, legend: bool = False) -> np.ndarray:
-    """The overlay that ``overlay/NAME.jpg`` and the overlay videos hold: :func:`bddseg.colors.overlay`,
-    with the legend of the classes present (:func:`draw_legend`) if asked."""
-    out = overlay(image, mask)
-    return draw_legend(out, legend_classes(mask)) if legend else out
+def overlay_image(
+    image: np.ndarray, mask: np.ndarray, legend: bool = False, classes: Classes = BDD100K
+) -> np.ndarray:
+    """The overlay that ``overlay/NAME.jpg`` and the overlay videos hold: :func:`bddseg.colors.overlay`
+    in the colours of ``classes``, with the legend of the classes present
+    (:func:`draw_legend`) if asked."""
+    out = overlay(image, mask, palette=classes.palette)
+    return draw_legend(out, legend_classes(mask, classes), classes) if legend else out
 
 
 def write_outputs(
@@ -331,8 +336,10 @@ def write_outputs(
     mask: np.ndarray,
     formats: Sequence[str],
     legend: bool = False,
+    classes: Classes = BDD100K,
 ) -> None:
-    """Write ``masks/NAME.png`` (L, train ids), ``color/NAME.png`` (RGB, official palette) and
+    """Write ``masks/NAME.png`` (L, train ids), ``color/NAME.png`` (RGB, the colours of
+    ``classes``: BDD100K's official palette by default) and
     ``overlay/NAME.jpg`` (image and colors half and half; 255 shows the image), atomically
     (:func:`bddseg.masks.write_mask`, :func:`bddseg.colors.colorize`,
     :func:`bddseg.colors.overlay`). ``legend`` draws the classes present onto the color map
@@ -355,10 +362,11 @@ def write_outputs(
     if "mask" in formats:
         write_mask(path("mask"), mask)
     if "color" in formats:
-        color = colorize(mask)
-        save(draw_legend(color, legend_classes(mask)) if legend else color, "color")
+        color = colorize(mask, classes.palette)
+        present = legend_classes(mask, classes)
+        save(draw_legend(color, present, classes) if legend else color, "color")
     if "overlay" in formats:
-        save(overlay_image(image, mask, legend), "overlay", quality=90)
+        save(overlay_image(image, mask, legend, classes), "overlay", quality=90)
 
 
 class OverlayVideos:
@@ -374,8 +382,15 @@ class OverlayVideos:
         rates: frames per second of each video's output, by the video's output name.
     """
 
-    def __init__(self, out_dir: Path, rates: dict[str, float], legend: bool = False):
+    def __init__(
+        self,
+        out_dir: Path,
+        rates: dict[str, float],
+        legend: bool = False,
+        classes: Classes = BDD100K,
+    ):
         self.out_dir, self.rates, self.legend = out_dir, rates, legend
+        self.classes = classes
         self.streams: dict[str, Any] = {}
         self.stack = contextlib.ExitStack()
 
@@ -388,7 +403,7 @@ class OverlayVideos:
     def add(self, video: str, image: np.ndarray, mask: np.ndarray) -> None:
         import av
 
-        rgb = overlay_image(image, mask, self.legend)
+        rgb = overlay_image(image, mask, self.legend, self.classes)
         h, w = rgb.shape[:2]
         rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         if video not in self.streams:
@@ -559,7 +574,9 @@ def predict_inputs(
     bar = progress_bar("predict", enabled=progress)
     with (
         bar,
-        OverlayVideos(out_dir, rates, legend) as overlay_videos,  # closed after the pools
+        OverlayVideos(
+            out_dir, rates, legend, predictor.classes
+        ) as overlay_videos,  # closed after the pools
         ThreadPoolExecutor(max_workers=2) as pool,  # PNG/JPEG encoding overlaps the model
         ThreadPoolExecutor(max_workers=1) as video_pool,  # one thread: frames stay in order
     ):
@@ -581,7 +598,16 @@ def predict_inputs(
             for (name, image, video), mask in zip(group, maps, strict=True):
                 hwc = image.permute(1, 2, 0).numpy()
                 futures.append(
-                    pool.submit(write_outputs, out_dir, name, hwc, mask, formats, legend)
+                    pool.submit(
+                        write_outputs,
+                        out_dir,
+                        name,
+                        hwc,
+                        mask,
+                        formats,
+                        legend,
+                        predictor.classes,
+                    )  # fmt: skip
                 )
                 if video in rates:
                     futures.append(video_pool.submit(overlay_videos.add, video, hwc, mask))

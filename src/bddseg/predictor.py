@@ -28,6 +28,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms.v2 import InterpolationMode
 
+from bddseg.checkpoints import checkpoint_classes, load_checkpoint
+from bddseg.classes import BDD100K, Classes
 from bddseg.config import INFERENCE_PRECISION, TTA_MODES, Config
 from bddseg.data import normalize_image, read_image
 from bddseg.errors import BddsegError
@@ -48,7 +50,9 @@ def preprocess(images: torch.Tensor) -> torch.Tensor:
     return normalize_image(images)
 
 
-def to_class_map(scores: torch.Tensor, keep_unknown: bool = False) -> torch.Tensor:
+def to_class_map(
+    scores: torch.Tensor, keep_unknown: bool = False, num_classes: int = NUM_CLASSES
+) -> torch.Tensor:
     """Scores ``(N, C, H, W)`` (logits or probabilities) -> uint8 train ids ``(N, H, W)``.
 
     The one rule that turns a model's scores into classes: ``bddseg predict``
@@ -66,12 +70,14 @@ def to_class_map(scores: torch.Tensor, keep_unknown: bool = False) -> torch.Tens
       (the original project's 20-class view, where ``unknown`` is a class; both 19 and 255
       land in the confusion matrix's column 19).
 
-    For a 19-class model both are the plain argmax.
+    For a 19-class model both are the plain argmax. ``num_classes``: K, the evaluated classes
+    of the model's class set (19 for BDD100K's; a K + 1-channel model has ``unknown`` last).
     """
-    if scores.shape[1] > NUM_CLASSES and not keep_unknown:
-        return scores[:, :NUM_CLASSES].argmax(1).to(torch.uint8)
+    k = num_classes
+    if scores.shape[1] > k and not keep_unknown:
+        return scores[:, :k].argmax(1).to(torch.uint8)
     ids = scores.argmax(1)
-    ids[ids >= NUM_CLASSES] = IGNORE_VALUE
+    ids[ids >= k] = IGNORE_VALUE
     return ids.to(torch.uint8)
 
 
@@ -171,13 +177,23 @@ def _as_chw(image: ImageLike) -> torch.Tensor:
     raise BddsegError(f"cannot use {type(image).__name__} as an image (array, tensor or path)")
 
 
+def model_classes(checkpoint: Path | dict[str, Any]) -> Classes:
+    """The classes of a checkpoint (a file or its dict), see
+    :func:`bddseg.checkpoints.checkpoint_classes`."""
+    if isinstance(checkpoint, dict):
+        return checkpoint_classes(checkpoint)
+    return checkpoint_classes(load_checkpoint(checkpoint), checkpoint)
+
+
 class Predictor:
     """Images in, official train-id masks out, at the input's full resolution.
 
     Args:
         forward: normalised float images ``(N, 3, H, W)`` of any size -> logits
             ``(N, C, H, W)`` (padding to the network's multiple is the forward's job).
-        num_classes: 19, or 20 for a model with ``unknown``.
+        num_classes: the model's outputs: K, or K + 1 for a model with ``unknown``.
+        classes: the K classes (names, colours; BDD100K's by default). A checkpoint or an
+            ONNX file exported by bddseg carries its own.
         device: where inputs are sent before ``forward``.
         tta: ``"none"``, ``"flip"`` (mean softmax of the image and its mirror) or
             ``"flip+scales"`` (scales 0.75, 1.0, 1.25, each with its mirror: 6 passes).
@@ -203,6 +219,7 @@ class Predictor:
         overlap: float = 0.25,
         keep_unknown: bool = False,
         input_size: tuple[int, int] | None = None,
+        classes: Classes = BDD100K,
     ):
         if tta not in TTA_MODES:
             raise BddsegError(f"unknown tta {tta!r} (valid: {', '.join(TTA_MODES)})")
@@ -210,6 +227,11 @@ class Predictor:
             raise BddsegError(f"overlap must be in [0, 1), got {overlap}")
         self.forward = forward
         self.num_classes = num_classes
+        self.classes = classes
+        if num_classes not in (classes.num, classes.num + 1):
+            raise BddsegError(
+                f"the model has {num_classes} outputs but {classes.num} classes were given"
+            )
         self.device = torch.device(device)
         self.tta = tta
         self.window = window
@@ -237,6 +259,8 @@ class Predictor:
         device = torch.device(device)
         model, cfg = model_from_checkpoint(path, device)
         options.setdefault("input_size", cfg.data.base_size)
+        ckpt = path if isinstance(path, dict) else None
+        options.setdefault("classes", model_classes(ckpt if ckpt is not None else Path(path)))
         forward = model_forward(model, precision, device)
         predictor = cls(forward, model_num_classes(model), device=device, **options)
         predictor.config = cfg
@@ -257,6 +281,7 @@ class Predictor:
 
         forward = OnnxForward(path, device=str(device), runtime=runtime)
         options.setdefault("input_size", forward.input_size)
+        options.setdefault("classes", forward.classes)
         return cls(forward, forward.num_classes, device="cpu", **options)
 
     # ---------------------------------------------------------------- tensors
@@ -342,7 +367,7 @@ class Predictor:
         self, images: ImageLike | Sequence[ImageLike], size: tuple[int, int] | None = None
     ) -> torch.Tensor:
         """uint8 train ids ``(N, H, W)`` on ``self.device`` (see :func:`to_class_map`)."""
-        return to_class_map(self.scores(images, size), self.keep_unknown)
+        return to_class_map(self.scores(images, size), self.keep_unknown, self.classes.num)
 
     # ---------------------------------------------------------------- numpy
     def predict(self, image: ImageLike) -> np.ndarray:
