@@ -2,32 +2,31 @@
 
 Decoding runs in a process pool (:func:`bddseg.parallel.parallel_map`); the pairs come from
 :mod:`bddseg.layout`, the decoders from :mod:`bddseg.data`, the masks' valid values from the
-dataset's class set (:func:`bddseg.data.root_classes`). Every problem is reported as
+dataset's class set (:func:`bddseg.layout.dataset_classes`). Every problem is reported as
 ``(path, reason)``, one line each.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bddseg import layout as layouts
 from bddseg import parallel
 from bddseg.classes import BDD100K, Classes
-from bddseg.data import (
-    find_layout,
-    init_decode_worker,
-    read_image,
-    read_mask,
-    root_classes,
-    size_problem,
-)
+from bddseg.data import init_decode_worker, read_image, read_mask, size_problem
 from bddseg.errors import BddsegError
-from bddseg.layout import LABELLED_SPLITS, Layout, Pair, layout_splits
+from bddseg.layout import (
+    LABELLED_SPLITS,
+    Layout,
+    Pair,
+    dataset_classes,
+    find_layout,
+    layout_splits,
+    pairs_and_duplicates,
+)
 
 
 @dataclass
@@ -74,7 +73,7 @@ def check_dataset(
 
     For each split: every image decodes, every mask decodes as single-channel 8-bit with values
     the dataset's class set allows (BDD100K: 0..18 and 255; ``classes_file``, else
-    ROOT/classes.yaml, else the layout's: :func:`bddseg.data.root_classes`) and has its
+    ROOT/classes.yaml, else the layout's: :func:`bddseg.layout.dataset_classes`) and has its
     image's height and width, every train/val image has a mask, no mask lacks an image, no
     stem appears twice. ``dataset``: the layout (``auto``: detected). Decoding runs in
     ``workers`` processes (one pool for all splits).
@@ -85,29 +84,25 @@ def check_dataset(
     """
     report = CheckReport()
     layout = find_layout(root, dataset)
-    classes = root_classes(root, dataset, classes_file)
+    classes = dataset_classes(layout, classes_file)
     with contextlib.ExitStack() as stack:
         pool = None
         if workers > 1:
             pool = stack.enter_context(parallel.pool(workers, init_decode_worker))
         for split in layout_splits(layout):
-            report.summary[split], problems = _check_split(
-                root, layout, split, workers, pool, dataset, classes
-            )
+            report.summary[split], problems = _check_split(layout, split, workers, pool, classes)
             report.problems += problems
     return report
 
 
 def _check_split(
-    root: str | Path,
     layout: Layout,
     split: str,
     workers: int,
     pool: ProcessPoolExecutor | None,
-    dataset: str,
     classes: Classes,
 ) -> tuple[dict[str, float], list[tuple[str, str]]]:
-    pairs, dupes = _pairs_and_duplicates(root, split, dataset)
+    pairs, dupes = pairs_and_duplicates(layout, split)
     problems = [(str(p), "duplicate stem: another file has the same name") for p in dupes]
     if not pairs:  # a folder that exists but holds nothing is a mistake, not a clean split
         problems.append((str(layout.images[split]), f"the {split} split is empty (no images)"))
@@ -117,7 +112,7 @@ def _check_split(
             problems.append((str(p.mask), "mask without an image"))
             bad.add(p.stem)
         elif p.mask is None and split in LABELLED_SPLITS:
-            missing = layout.masks[split] / f"{p.stem}.png"
+            missing = layout.expected_mask(split, p.image)
             problems.append((str(p.image), f"image without a mask (no {missing})"))
             bad.add(p.stem)
     start = time.perf_counter()
@@ -136,13 +131,3 @@ def _check_split(
         "pairs_per_s": len(pairs) / seconds if seconds > 0 else 0.0,
     }
     return summary, sorted(problems)
-
-
-def _pairs_and_duplicates(
-    root: str | Path, split: str, dataset: str
-) -> tuple[list[Pair], list[Path]]:
-    """:func:`bddseg.layout.pairs_and_duplicates`, passing ``dataset`` where it is taken."""
-    fn = layouts.pairs_and_duplicates
-    if "dataset" in inspect.signature(fn).parameters:
-        return fn(root, split, dataset)
-    return fn(root, split)

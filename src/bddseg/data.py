@@ -15,7 +15,6 @@ file. Finding the pairs on disk is :mod:`bddseg.layout`; checking a whole datase
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -26,12 +25,19 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 
-from bddseg import layout, masks
-from bddseg.classes import BDD100K, Classes, load_classes
+from bddseg import masks
+from bddseg.classes import BDD100K, Classes
 from bddseg.config import DataConfig
 from bddseg.errors import BddsegError, warn
 from bddseg.labels import IGNORE_VALUE
-from bddseg.layout import LABELLED_SPLITS, Pair, normalize_split
+from bddseg.layout import (
+    LABELLED_SPLITS,
+    Pair,
+    dataset_classes,
+    find_layout,
+    list_pairs,
+    normalize_split,
+)
 from bddseg.transforms import eval_transform, train_transform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -200,30 +206,12 @@ def root_classes(
     root: str | Path, dataset: str = "auto", classes_file: str | None = None
 ) -> Classes:
     """The class set of one dataset root: ``classes_file`` when given, else the root's own
-    ``classes.yaml``, else its layout's classes (:func:`bddseg.layout.dataset_classes`)."""
-    resolve = getattr(layout, "dataset_classes", None)
-    if resolve is None:  # a layout module without class sets: BDD100K or the class file
-        find_layout(root, dataset)  # the layout's error for an unrecognised folder
-        return load_classes(classes_file) if classes_file else BDD100K
-    return resolve(find_layout(root, dataset), classes_file or None)
+    ``classes.yaml``, else its layout's classes (:func:`bddseg.layout.dataset_classes`).
 
-
-def find_layout(root: str | Path, dataset: str = "auto") -> layout.Layout:
-    """:func:`bddseg.layout.find_layout`, passing ``dataset`` where the layout module takes it."""
-    if _takes_dataset(layout.find_layout):
-        return layout.find_layout(root, dataset)
-    return layout.find_layout(root)
-
-
-def list_pairs(root: str | Path, split: str, dataset: str = "auto") -> list[Pair]:
-    """:func:`bddseg.layout.list_pairs`, passing ``dataset`` where the layout module takes it."""
-    if _takes_dataset(layout.list_pairs):
-        return layout.list_pairs(root, split, dataset)
-    return layout.list_pairs(root, split)
-
-
-def _takes_dataset(fn: Callable) -> bool:
-    return "dataset" in inspect.signature(fn).parameters
+    Raises:
+        BddsegError: an unrecognised folder (the layout's error) or a bad class file.
+    """
+    return dataset_classes(find_layout(root, dataset), classes_file or None)
 
 
 def _roots(cfg: DataConfig) -> tuple[str, ...]:

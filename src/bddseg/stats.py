@@ -25,11 +25,11 @@ import torch
 from bddseg import fastpng
 from bddseg.classes import BDD100K, Classes
 from bddseg.config import DataConfig, choices
-from bddseg.data import init_decode_worker, list_pairs, root_classes, split_pairs
+from bddseg.data import init_decode_worker, root_classes, split_pairs
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
 from bddseg.labels import IGNORE_VALUE
-from bddseg.layout import normalize_split
+from bddseg.layout import list_pairs, normalize_split
 from bddseg.masks import decode_mask, histogram, read_bytes, remap_histogram
 from bddseg.parallel import parallel_map
 
