@@ -22,11 +22,13 @@ RUN = ("background", "road", "car", "person")  # a user's 4 classes
 
 def small(num_classes: int, seed: int, **model) -> nn.Module:
     torch.manual_seed(seed)
-    return build_model(ModelConfig(encoder="resnet18", pretrained=False, **model), num_classes)
+    return build_model(
+        ModelConfig(**{"encoder": "resnet18", "pretrained": False, **model}), num_classes
+    )
 
 
 def config(unknown: str = "ignore", **model) -> Config:
-    model_cfg = ModelConfig(encoder="resnet18", pretrained=False, **model)
+    model_cfg = ModelConfig(**{"encoder": "resnet18", "pretrained": False, **model})
     return dataclasses.replace(Config(), data=DataConfig(unknown=unknown), model=model_cfg)
 
 
@@ -119,6 +121,26 @@ def test_no_class_in_common_loads_the_body_and_warns(bdd19):
     assert report.copied == () and report.new == ("crop", "weed")
     assert len(report.warnings) == 1 and "none of its classes" in report.warnings[0]
     assert "0 of 2 classes copied, 2 new (crop, weed)" in str(report)
+
+
+@pytest.mark.parametrize(
+    ("arch", "encoder"),
+    [("upernet", "resnet18"), ("segformer", "mit_b0"), ("deeplabv3plus", "resnet18")],
+)
+def test_the_head_of_other_architectures(tmp_path, arch, encoder):
+    """The head is found by module (the last convolution of segmentation_head, aux_head): for
+    these architectures too, it is exactly the tensors whose size follows the class count."""
+    model = dict(arch=arch, encoder=encoder, aux_weight=0.4)
+    source = small(19, seed=20, **model)
+    run = small(4, seed=21, **model)
+    by_shape = {k for k, v in run.state_dict().items() if v.shape != source.state_dict()[k].shape}
+    assert by_shape == set(HEAD + AUX)
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint(path, make_checkpoint(source, config(**model)))
+    report = init_from(run, path, RUN, arch=f"{arch}/{encoder}")
+    assert report.copied == RUN[1:] and report.loaded == len(run.state_dict()) - 4
+    for key in HEAD + AUX:
+        assert torch.equal(run.state_dict()[key][2], source.state_dict()[key][13])  # car
 
 
 # ---------------------------------------------------------------- a plain state dict

@@ -586,28 +586,7 @@ def init_from(
     state = _state_dict_of(obj, p, "a checkpoint or state dict")
     state = {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in state.items()}
     theirs = _checkpoint_arch(obj) if bddseg else None
-
-    def aux(k: str) -> bool:
-        return k.startswith("aux_head.")
-
-    skipped = tuple(k for k in state if k not in own and aux(k))
-    fresh = tuple(k for k in own if k not in state and aux(k))
-    missing = [k for k in own if k not in state and not aux(k)]
-    extra = [k for k in state if k not in own and not aux(k)]
-    rows = {k: state[k].shape[0] for k in heads if k in state and state[k].ndim}
-    n_source = next(iter(rows.values()), None)
-    wrong = [
-        f"{k} {_shape(state[k])} vs {_shape(v)}"
-        for k, v in own.items()
-        if k in state
-        and (state[k].shape[1:] != v.shape[1:] if k in heads else state[k].shape != v.shape)
-    ]
-    if len(set(rows.values())) > 1:
-        wrong.append(f"head rows {', '.join(f'{k} {n}' for k, n in rows.items())}")
-    if missing or extra or wrong:
-        if theirs and arch and theirs != arch:
-            raise BddsegError(f"checkpoint is {theirs}, this run is {arch}", p)
-        raise BddsegError(_misfit(missing, extra, wrong, theirs, arch), p)
+    skipped, fresh, n_source = _check_fit(own, state, heads, p, theirs, arch)
 
     source_names = _checkpoint_names(obj, n_source, p) if bddseg else None
     if source_names is None:  # a plain state dict: its rows have no names
@@ -667,6 +646,37 @@ def _head_keys(model: nn.Module) -> tuple[str, ...]:
             prefix = f"{head}.{name}." if name else f"{head}."
             keys += [prefix + k for k in conv.state_dict()]
     return tuple(keys)
+
+
+def _check_fit(
+    own: dict, state: dict, heads: tuple[str, ...], p: Path, theirs: str | None, arch: str | None
+) -> tuple[tuple[str, ...], tuple[str, ...], int | None]:
+    """Refuse ``state`` unless every tensor of ``own`` outside the auxiliary head is in it with
+    its shape (the head's: but for the row count), and nothing else is. Returns the source's
+    auxiliary-head keys this model lacks (skipped), this model's the source lacks (left
+    fresh), and the source's head rows."""
+
+    def aux(k: str) -> bool:
+        return k.startswith("aux_head.")
+
+    skipped = tuple(k for k in state if k not in own and aux(k))
+    fresh = tuple(k for k in own if k not in state and aux(k))
+    missing = [k for k in own if k not in state and not aux(k)]
+    extra = [k for k in state if k not in own and not aux(k)]
+    rows = {k: state[k].shape[0] for k in heads if k in state and state[k].ndim}
+    wrong = [
+        f"{k} {_shape(state[k])} vs {_shape(v)}"
+        for k, v in own.items()
+        if k in state
+        and (state[k].shape[1:] != v.shape[1:] if k in heads else state[k].shape != v.shape)
+    ]
+    if len(set(rows.values())) > 1:
+        wrong.append(f"head rows {', '.join(f'{k} {n}' for k, n in rows.items())}")
+    if missing or extra or wrong:
+        if theirs and arch and theirs != arch:
+            raise BddsegError(f"checkpoint is {theirs}, this run is {arch}", p)
+        raise BddsegError(_misfit(missing, extra, wrong, theirs, arch), p)
+    return skipped, fresh, next(iter(rows.values()), None)
 
 
 def _checkpoint_arch(ckpt: dict) -> str | None:
