@@ -106,3 +106,25 @@ def test_write_eval_plots(runs, tmp_path):
     assert len(plots.write_eval_plots(tmp_path / "b", metrics, conf)) == 2
     with pytest.raises(BddsegError, match="no 'matrix'"):
         plots.write_eval_plots(tmp_path, metrics, {})
+
+
+def test_iou_vs_share_takes_the_classes_of_the_metrics():
+    from bddseg import metrics as M
+
+    names = ("background", "road", "car", "person")
+    target = np.array([[0, 0, 1, 2, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 2, 4]], np.uint8)
+    cm = M.confusion_matrix(pred, target, num_classes=4)
+    t, p = M.presence_from_confusion(cm)
+    metrics = M.to_contract(cm, t[None], p[None], names=names)
+    metrics["classes"] = {"names": list(names), "colors": [[1, 2, 3]] * 3 + [[250, 0, 0]]}
+    fig = plots.iou_share_figure(metrics)
+    ax = fig.axes[0]
+    assert sorted(t.get_text() for t in ax.get_xticklabels()) == sorted(names)
+    texts = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert texts[0].startswith(M.miou_label(4))
+    assert any(f"mIoU (4 classes, {WITH_UNKNOWN_LABEL})" in t for t in texts)
+    classes = M.classes_of(metrics)
+    assert plots.class_color("person", classes) == "#fa0000"
+    assert plots.class_color("unknown", classes) == plots.UNKNOWN_CHART_COLOR
+    assert plots.class_color("road") == "#804080"  # BDD100K's by default

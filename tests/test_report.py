@@ -324,3 +324,89 @@ def test_cli_report(tmp_path, capsys):
     assert out.is_file() and str(out) in capsys.readouterr().out
     assert main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "run directory not found" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- other class sets, datasets
+FOUR = ("background", "road", "car", "person")
+FOUR_COLORS = [[0, 0, 0], [128, 64, 128], [0, 0, 142], [220, 20, 60]]
+
+
+def _four_class_eval(ev: Path, seed: int = 0, data: dict | None = None, groups=None) -> None:
+    """A 4-class evaluation's metrics.json and confusion.json, computed by bddseg.metrics."""
+    from bddseg import metrics as M
+
+    rng = np.random.default_rng(seed)
+    target = rng.choice([0, 1, 2, 255], size=(8, 8)).astype(np.uint8)  # person never in truth
+    pred = np.where(rng.random((8, 8)) < 0.7, target, rng.integers(0, 5, (8, 8))).astype(np.uint8)
+    cm = M.confusion_matrix(pred, target, num_classes=4)
+    t, p = M.presence_from_confusion(cm)
+    result = M.to_contract(cm, t[None], p[None], names=FOUR)
+    result["classes"] = {"name": "toy", "names": list(FOUR), "colors": FOUR_COLORS, "ignore": 255}
+    if data:
+        result["data"] = data
+    if groups:
+        result["groups"] = groups
+    ev.mkdir(parents=True, exist_ok=True)
+    (ev / "metrics.json").write_text(json.dumps(result))
+    conf = {"classes": [*FOUR, "unknown"], "matrix": cm.tolist()}
+    conf["image_matrix"] = M.image_level_matrix(t[None], p[None]).tolist()
+    (ev / "confusion.json").write_text(json.dumps(conf))
+
+
+def test_a_four_class_report_names_its_classes(tmp_path):
+    from bddseg.metrics import miou_label, official_label
+
+    run = make_run(tmp_path, "toy", tmp_path / "nowhere", evaluated=False, predicted=False)
+    _four_class_eval(run / "eval" / "val")
+    html = report.write_report([run], tmp_path / "toy.html").read_text(encoding="utf-8")
+    per_class = _table(html, 'class="data sortable per-class"')
+    for name in (*FOUR, "unknown"):
+        assert f"</span>{name}</td>" in per_class
+    assert per_class.count("<tr>") == 6  # header row + 4 classes + unknown
+    assert "traffic light" not in html and "sidewalk" not in html
+    assert miou_label(4) in html and f"Per-class IoU (%, {official_label(4)})" not in html
+    assert f"mIoU (4 classes, {WITH_UNKNOWN_LABEL})" in html
+    assert official_label(4) in html and MIOU_LABEL not in html
+    assert "background:rgb(220,20,60)" in html  # person's own colour in the legend
+    # the figures drew (IoU vs share, confusion, image matrix) with these names
+    assert html.count('src="data:image/png;base64,') == 4
+
+
+def test_the_domain_shift_table_crosses_runs_and_test_sets(tmp_path):
+    bdd = make_run(tmp_path, "on-bdd", tmp_path / "bdd100k", evaluated=False, predicted=False)
+    city = make_run(tmp_path, "on-city", tmp_path / "cs", evaluated=False, predicted=False)
+    cfg = yaml.safe_load((city / "config.yaml").read_text())
+    cfg["data"]["dataset"] = "cityscapes"
+    (city / "config.yaml").write_text(yaml.safe_dump(cfg))
+    groups = {"aachen": {"miou": 0.5, "images": 3}, "zurich": {"miou": 0.25, "images": 2}}
+    cs_val = {"root": "/data/cs", "kind": "cityscapes", "split": "val", "name": "cityscapes"}
+    _four_class_eval(bdd / "eval" / "val", 1)  # an older file: no data record (own val)
+    _four_class_eval(bdd / "eval" / "cityscapes-val", 2, cs_val, groups)
+    _four_class_eval(city / "eval" / "val", 3, cs_val)
+    _four_class_eval(city / "eval" / "mapillary-val", 4)  # no data record: the folder's name
+    html = report.write_report([bdd, city], tmp_path / "shift.html").read_text(encoding="utf-8")
+    table = _table(html, 'id="shift-table"')
+    head = re.findall(r"<th>([^<]*)</th>", table)
+    assert head[1:] == ["bdd100k val", "cityscapes val", "mapillary val"]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in table.split("<tr>")[2:]]
+    assert rows[0][0].startswith("on-bdd") and "(bdd100k)" in rows[0][0]
+    assert "(cityscapes)" in rows[1][0]
+
+    def miou(run: Path, name: str) -> str:
+        m = json.loads((run / "eval" / name / "metrics.json").read_text())
+        return f"{100 * m['official']['miou']:.1f}"
+
+    assert rows[0][1:] == [f"<b>{miou(bdd, 'val')}</b>", miou(bdd, "cityscapes-val"), ""]
+    assert rows[1][1:] == ["", f"<b>{miou(city, 'val')}</b>", miou(city, "mapillary-val")]
+    # the per-group results of the evaluation that has them
+    groups_table = _table(html, 'class="data groups"')
+    assert "<caption>cityscapes val</caption>" in groups_table
+    assert "aachen" in groups_table and "25.0" in groups_table and "zurich" in groups_table
+    assert html.count('class="data groups"') == 1
+    # the main evaluation's sections stay those of eval/val
+    assert 'id="compare"' in html and 'href="#shift"' in html
+
+
+def test_one_run_with_only_its_val_has_no_shift_table(runs, tmp_path):
+    html = report.write_report([runs[0]], tmp_path / "one.html").read_text(encoding="utf-8")
+    assert 'id="shift"' not in html

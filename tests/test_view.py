@@ -250,3 +250,36 @@ def test_two_runs_in_chromium(chromium, evaluated, second, tmp_path):
     assert data["panelImages"] == 15 and data["broken"] == 0  # + B's prediction and errors
     both = _data(index.parent)["images"][0]
     assert len(both["miou"]) == 2 and both["miou"][0] != both["miou"][1]
+
+
+def test_a_four_class_run_is_viewed_with_its_classes(tmp_path):
+    """Names, colours and K come from metrics.json's classes; the matrices are 5x5."""
+    names, colors = (
+        ["background", "road", "car", "person"],
+        [[0, 0, 0], [1, 2, 3], [4, 5, 6], [7, 8, 9]],
+    )
+    root, run = tmp_path / "data", tmp_path / "run"
+    rng = np.random.default_rng(0)
+    (root / "images/10k/val").mkdir(parents=True)
+    (root / "labels/sem_seg/masks/val").mkdir(parents=True)
+    ev = run / "eval" / "val"
+    (ev / "pred").mkdir(parents=True)
+    for stem in ("a", "b"):
+        truth = rng.choice([0, 1, 2, 255], size=(16, 32)).astype(np.uint8)
+        Image.fromarray(truth).save(root / "labels/sem_seg/masks/val" / f"{stem}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 32, 3), dtype=np.uint8)).save(
+            root / "images/10k/val" / f"{stem}.jpg"
+        )
+        Image.fromarray(rng.integers(0, 5, (16, 32), dtype=np.uint8)).save(
+            ev / "pred" / f"{stem}.png"
+        )
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"root": str(root)}}))
+    (ev / "per_image.csv").write_text("stem,miou,pixel_accuracy\na,0.5,0.5\nb,0.5,0.5\n")
+    (ev / "confusion.json").write_text(json.dumps({"matrix": np.ones((5, 5), int).tolist()}))
+    classes = {"name": "toy", "names": names, "colors": colors, "ignore": 255}
+    (ev / "metrics.json").write_text(json.dumps({"official": {"miou": 0.5}, "classes": classes}))
+    data = _data(build_view([run], tmp_path / "site").parent)
+    assert data["classes"] == [*names, "unknown"] and data["official"] == 4
+    assert data["palette"][:4] == colors and len(data["palette"]) == 5
+    assert all(len(im["iou"][0]) == 4 for im in data["images"])
+    assert {int(a) for key in data["cells"][0] for a in key.split(",")} <= set(range(5))

@@ -616,8 +616,8 @@ def _tested_on(run: Run, name: str, m: dict) -> tuple[str, str]:
 
 def _shift_table(runs: list[Run]) -> dict | None:
     """Runs (rows, by the dataset they trained on) x test sets (columns, each evaluation's
-    dataset and split): the official mIoU, empty where not evaluated. None without any
-    evaluation."""
+    dataset and split): the official mIoU, empty where not evaluated. None with fewer than
+    two test sets."""
     columns: list[tuple[str, str]] = []
     cells: dict[tuple[int, tuple[str, str]], float | None] = {}
     for i, r in enumerate(runs):
@@ -626,7 +626,7 @@ def _shift_table(runs: list[Run]) -> dict | None:
             if col not in columns:
                 columns.append(col)
             cells[i, col] = _num(_get(m, "official", "miou"))
-    if not columns or (len(columns) == 1 and len(runs) == 1):  # nothing across
+    if len(columns) < 2:  # one test set: the comparison has its mIoU already
         return None
     rows = []
     for i, r in enumerate(runs):

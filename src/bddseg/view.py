@@ -44,10 +44,11 @@ from PIL import Image
 
 from bddseg import fastpng, metrics, runs
 from bddseg._version import __version__
+from bddseg.classes import BDD100K, Classes
 from bddseg.config import LossConfig, ModelConfig, load_yaml
 from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_write_bytes, atomic_write_text, read_json
-from bddseg.labels import CLASS_NAMES_20, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20, PALETTE
+from bddseg.labels import IGNORE_VALUE
 from bddseg.layout import list_pairs
 from bddseg.masks import decode_mask, read_bytes
 from bddseg.parallel import parallel_map
@@ -91,6 +92,7 @@ class ViewRun:
     stems: tuple[str, ...]  # per_image.csv's order
     confusion: list[list[int]]
     miou: float | None
+    classes: Classes = BDD100K  # metrics.json's classes (BDD100K without them)
 
 
 def _evaluate_hint(run_dir: Path, split: str) -> str:
@@ -122,9 +124,13 @@ def load_view_run(run_dir: str | Path, split: str = runs.EVAL_SPLIT) -> ViewRun:
     scores = read_json(ev / runs.METRICS, "metrics") if (ev / runs.METRICS).is_file() else {}
     config = load_yaml(run_dir / runs.CONFIG)
     name = run_dir.resolve().name
+    try:
+        classes = metrics.classes_of(scores)
+    except BddsegError as e:
+        raise BddsegError(f"its classes: {e.problem}", ev / runs.METRICS) from None
     return ViewRun(
         run_dir, name, run_label(name, config), config, ev, stems, confusion["matrix"],
-        (scores.get("official") or {}).get("miou"),
+        (scores.get("official") or {}).get("miou"), classes,
     )  # fmt: skip
 
 
@@ -176,7 +182,7 @@ def _write(path: Path, data: bytes) -> None:
         raise BddsegError(f"cannot write ({e.strerror or e})", path) from None
 
 
-def _thumb(photo: Path | None, truth: np.ndarray, dest_stem: Path) -> str:
+def _thumb(photo: Path | None, truth: np.ndarray, dest_stem: Path, classes: Classes) -> str:
     """A THUMB_WIDTH-wide thumbnail: the photo (JPEG) or else the coloured truth (PNG)."""
     if photo is not None:
         with Image.open(photo) as im:
@@ -190,14 +196,14 @@ def _thumb(photo: Path | None, truth: np.ndarray, dest_stem: Path) -> str:
         _write(path, buf.getvalue())
         return path.name
     step = max(1, math.ceil(truth.shape[1] / THUMB_WIDTH))
-    lut = (*PALETTE, UNKNOWN_COLOR, *[(0, 0, 0)] * (256 - NUM_CLASSES_20))
+    lut = (*classes.palette, UNKNOWN_COLOR, *[(0, 0, 0)] * (256 - classes.num - 1))
     path = dest_stem.with_suffix(".png")
     _write(path, _png(np.ascontiguousarray(truth[::step, ::step]), lut))
     return path.name
 
 
-def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, path: str | None):
-    """``int64 (20, 20)`` of one image, as evaluate counts it (a missing prediction: misses),
+def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, path: str | None, k: int):
+    """``int64 (K+1, K+1)`` of one image, as evaluate counts it (a missing prediction: misses),
     and the decoded prediction where it had to be decoded (else ``None``)."""
     hist = pred = None
     if pred_data is not None:
@@ -208,11 +214,11 @@ def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, path: st
                 raise BddsegError("prediction is not the size of its truth mask", path)
     if hist is None:
         hist = metrics.value_histogram(np.full_like(gt, IGNORE_VALUE) if pred is None else pred, gt)
-    return metrics.fold_histogram(hist, strict_pred=False), pred
+    return metrics.fold_histogram(hist, strict_pred=False, num_classes=k), pred
 
 
-def _build_chunk(items: list[tuple], out: str) -> list[tuple]:
-    """Write one chunk's files; returns per image ``(stem, int64 (R, 20, 20) confusion
+def _build_chunk(items: list[tuple], out: str, classes: Classes = BDD100K) -> list[tuple]:
+    """Write one chunk's files; returns per image ``(stem, int64 (R, K+1, K+1) confusion
     matrices, thumbnail name, photo name | None, (H, W), [has a prediction, per run])``.
 
     ``items``: ``(stem, photo path | None, truth path, (prediction path | None per run))``.
@@ -229,7 +235,7 @@ def _build_chunk(items: list[tuple], out: str) -> list[tuple]:
         for r, pred_path in enumerate(preds):
             pred_data = None if pred_path is None else read_bytes(pred_path, "prediction")
             try:
-                cm, pred = _confusion(gt_data, gt, pred_data, pred_path)
+                cm, pred = _confusion(gt_data, gt, pred_data, pred_path, classes.num)
             except BddsegError as e:
                 raise BddsegError(e.problem, e.path or truth_path) from None
             cms.append(cm)
@@ -238,7 +244,7 @@ def _build_chunk(items: list[tuple], out: str) -> list[tuple]:
                     pred = decode_mask(pred_data, pred_path, "prediction") if pred is None else pred
                     pred_data = _png(pred)
                 _write(out_dir / "pred" / str(r) / f"{stem}.png", pred_data)
-        thumb = _thumb(photo, gt, out_dir / "thumb" / stem)
+        thumb = _thumb(photo, gt, out_dir / "thumb" / stem, classes)
         photo_name = None
         if photo is not None:
             photo_name = f"{stem}{Path(photo).suffix.lower()}"
@@ -273,8 +279,9 @@ def _image_entry(
 
 
 def _top_cells(cms: np.ndarray, n: int = TOP_PER_CELL) -> dict[str, list[list[int]]]:
-    """``{"a,b": [[image index, pixels], ...]}`` for ``cms`` ``int64 (N, 20, 20)``: per cell,
+    """``{"a,b": [[image index, pixels], ...]}`` for ``cms`` ``int64 (N, K+1, K+1)``: per cell,
     the ``n`` images with the most true-a predicted-b pixels, most first; empty cells left out."""
+    n_bins = cms.shape[-1]
     flat = cms.reshape(len(cms), -1)
     k = min(n, len(cms))
     top = np.argpartition(-flat, k - 1, axis=0)[:k] if k < len(cms) else np.argsort(-flat, 0)
@@ -283,9 +290,7 @@ def _top_cells(cms: np.ndarray, n: int = TOP_PER_CELL) -> dict[str, list[list[in
         idx = top[:, cell]
         idx = idx[np.argsort(-flat[idx, cell], kind="stable")]
         idx = idx[flat[idx, cell] > 0]
-        cells[f"{cell // NUM_CLASSES_20},{cell % NUM_CLASSES_20}"] = [
-            [int(i), int(flat[i, cell])] for i in idx
-        ]
+        cells[f"{cell // n_bins},{cell % n_bins}"] = [[int(i), int(flat[i, cell])] for i in idx]
     return cells
 
 
@@ -348,15 +353,24 @@ def build_view(
     folders = ["truth", "thumb", *(f"pred/{r}" for r in range(len(view_runs)))]
     for folder in folders + ["photo"] * any(photo for _, photo, _, _ in items):
         (out / folder).mkdir(parents=True, exist_ok=True)
-    done = [row for part in parallel_map(_build_chunk, items, workers, str(out)) for row in part]
+    classes = view_runs[0].classes  # the first run's class set names and colours the masks
+    for r in view_runs[1:]:
+        if not r.classes.same_labels(classes):
+            raise BddsegError(
+                f"its classes ({', '.join(r.classes.names)}) are not those of "
+                f"{view_runs[0].name} ({', '.join(classes.names)}): view them apart",
+                r.dir,
+            )
+    parts = parallel_map(_build_chunk, items, workers, str(out), classes)
+    done = [row for part in parts for row in part]
     images = [_image_entry(*row) for row in done]
-    cms = np.stack([row[1] for row in done])  # (N, R, 20, 20)
+    cms = np.stack([row[1] for row in done])  # (N, R, K+1, K+1)
     data = {
         "version": __version__,
         "split": split,
-        "classes": list(CLASS_NAMES_20),
-        "official": NUM_CLASSES,
-        "palette": [list(c) for c in (*PALETTE, UNKNOWN_COLOR)],
+        "classes": list(classes.model_names("class")),
+        "official": classes.num,
+        "palette": [list(c) for c in (*classes.palette, UNKNOWN_COLOR)],
         "runs": [{"name": r.name, "label": r.label, "miou": _r(r.miou)} for r in view_runs],
         "confusion": [r.confusion for r in view_runs],
         "cells": [_top_cells(cms[:, i]) for i in range(len(view_runs))],
