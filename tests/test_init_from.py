@@ -78,7 +78,9 @@ def test_a_bdd100k_checkpoint_starts_a_four_class_run(bdd19, aux):
 def test_twenty_classes_into_nineteen_and_back(tmp_path):
     source = small(20, seed=2)
     path = tmp_path / "bdd20.pt"
-    save_checkpoint(path, make_checkpoint(source, config(unknown="class")))
+    ckpt = make_checkpoint(source, config(unknown="class"))
+    del ckpt["classes"]  # as written before checkpoints recorded them: BDD100K's, + unknown
+    save_checkpoint(path, ckpt)
     model = small(19, seed=3)
     report = init_from(model, path, CLASS_NAMES)
     for key in HEAD:  # unknown, the last row, is left out
@@ -109,6 +111,12 @@ def test_a_checkpoint_with_its_own_classes_matches_by_its_names(tmp_path):
     assert torch.equal(weight[CLASS_NAMES.index("road")], source.state_dict()[HEAD[0]][3])
     assert torch.equal(weight[1], fresh[HEAD[0]][1])  # sidewalk: new
     assert report.copied == ("road", "person", "car") and len(report.new) == 16
+
+    ckpt["classes"]["names"] = ["person", "car"]  # 4 rows for 2 classes
+    ckpt["num_classes"] = 2
+    save_checkpoint(tmp_path / "damaged.pt", ckpt)
+    with pytest.raises(BddsegError, match="damaged bddseg checkpoint: 4 head rows for 2 outputs"):
+        init_from(small(19, seed=6), tmp_path / "damaged.pt", CLASS_NAMES)
 
 
 def test_no_class_in_common_loads_the_body_and_warns(bdd19):

@@ -15,11 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bddseg.checkpoints import CHECKPOINT_FORMAT, load_checkpoint, safe_torch_load
-from bddseg.classes import from_dict as classes_from_dict
+from bddseg.checkpoints import (
+    CHECKPOINT_FORMAT,
+    checkpoint_output_names,
+    load_checkpoint,
+    safe_torch_load,
+)
 from bddseg.config import Config, ModelConfig, from_dict
 from bddseg.errors import BddsegError, first_line
-from bddseg.labels import CLASS_NAMES, UNKNOWN_NAME
 from bddseg.precision import autocast
 
 
@@ -588,7 +591,11 @@ def init_from(
     theirs = _checkpoint_arch(obj) if bddseg else None
     skipped, fresh, n_source = _check_fit(own, state, heads, p, theirs, arch)
 
-    source_names = _checkpoint_names(obj, n_source, p) if bddseg else None
+    source_names = checkpoint_output_names(obj, p) if bddseg else None
+    if source_names is not None and len(source_names) != n_source:
+        raise BddsegError(
+            f"damaged bddseg checkpoint: {n_source} head rows for {len(source_names)} outputs", p
+        )
     if source_names is None:  # a plain state dict: its rows have no names
         by_position = n_source == len(names)
         pick = list(range(len(names))) if by_position else [None] * len(names)
@@ -687,20 +694,6 @@ def _checkpoint_arch(ckpt: dict) -> str | None:
         return None
     defaults = ModelConfig()
     return f"{model.get('arch', defaults.arch)}/{model.get('encoder', defaults.encoder)}"
-
-
-def _checkpoint_names(ckpt: dict, rows: int, p: Path) -> tuple[str, ...]:
-    """The names of a bddseg checkpoint's output channels: its ``classes`` record (or the 19
-    BDD100K classes before classes were recorded), + ``unknown`` when it has one more row."""
-    record = ckpt.get("classes")
-    if record is not None and not isinstance(record, dict):
-        raise BddsegError("damaged bddseg checkpoint: 'classes' is not a mapping", p)
-    base = CLASS_NAMES if record is None else classes_from_dict(record, p).names
-    if rows == len(base):
-        return base
-    if rows == len(base) + 1:
-        return (*base, UNKNOWN_NAME)
-    raise BddsegError(f"damaged bddseg checkpoint: {rows} outputs for {len(base)} classes", p)
 
 
 def _shape(t: torch.Tensor) -> str:
