@@ -15,6 +15,10 @@ the mean ("Score Average") over the classes whose IoU is not NaN, so a class abs
 truth but predicted on evaluated pixels counts with IoU 0 (BDD100K's toolkit averages over
 the classes present in the truth only).
 
+The dataset is built here, not by ``bddseg.synth_layouts.write_layout``: that writes only
+label 0 and the 19 evaluated ids (the inverse table), and this test needs other ignored ids
+(1, 4, 9, 14, 29, ...) in the truth and chosen classes absent or only predicted.
+
 Not compared: an image without a prediction. cityscapesScripts stops with
 ``ERROR: Unable to load ...`` (exit 255); bddseg counts the image as all misses
 (``test_cityscapes_scripts_stops_on_a_missing_prediction`` pins the former).
@@ -129,7 +133,8 @@ def _prediction(rng: np.random.Generator, gt: np.ndarray, index: int) -> np.ndar
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> tuple[Path, Path, list[tuple[str, Path]]]:
     """``(root, pred_dir, [(stem, gt_path)])``: ``root/leftImg8bit/val/CITY/..._leftImg8bit.png``
-    and ``root/gtFine/val/CITY/..._gtFine_labelIds.png`` for 2 cities x 3 frames;
+    and ``root/gtFine/val/CITY/..._gtFine_labelIds.png`` (and ``_color.png``, to be ignored)
+    for 2 cities x 3 frames;
     ``pred_dir/STEM.png`` train-id predictions, ``STEM`` = ``CITY_000000_FFFFFF``."""
     base = tmp_path_factory.mktemp("cityscapes")
     root, pred_dir = base / "cityscapes", base / "pred"
@@ -144,6 +149,7 @@ def dataset(tmp_path_factory) -> tuple[Path, Path, list[tuple[str, Path]]]:
             _save(root / "leftImg8bit" / "val" / city / f"{stem}_leftImg8bit.png", photo)
             gt_path = root / "gtFine" / "val" / city / f"{stem}_gtFine_labelIds.png"
             _save(gt_path, gt)
+            _save(gt_path.with_name(f"{stem}_gtFine_color.png"), np.zeros((H, W, 3), np.uint8))
             _save(pred_dir / f"{stem}.png", _prediction(rng, gt, index))
             pairs.append((stem, gt_path))
     return root, pred_dir, pairs
@@ -226,6 +232,36 @@ def test_confusion_matches_bddseg_metrics(dataset, reference):
     official = metrics.official_metrics(ours)
     for name in CLASS_NAMES:
         _same(official["iou"][name], reference["iou"][name], name)
+
+
+def _same_as_reference(metrics_json: Path, reference: dict) -> None:
+    official = json.loads(metrics_json.read_text())["official"]
+    assert set(official["iou"]) == set(CLASS_NAMES)
+    for name in CLASS_NAMES:
+        _same(official["iou"][name], reference["iou"][name], name)
+    _same(official["miou"], reference["miou"], "mIoU")
+
+
+def test_evaluate_dataset_predictions_matches_cityscapes_scripts(dataset, reference, tmp_path):
+    """The library call: every class's IoU and the mean as cityscapesScripts gives them."""
+    from bddseg.evaluate import evaluate_dataset_predictions
+
+    root, pred_dir, _ = dataset
+    out = tmp_path / "eval"
+    evaluate_dataset_predictions(pred_dir, root, "val", out, dataset="auto", plots=False)
+    _same_as_reference(out / "metrics.json", reference)
+
+
+def test_cli_evaluate_matches_cityscapes_scripts(dataset, reference, tmp_path):
+    """``bddseg evaluate --pred DIR --data ROOT --split val --dataset cityscapes --out OUT``."""
+    from bddseg.cli import main
+
+    root, pred_dir, _ = dataset
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--pred", str(pred_dir), "--data", str(root), "--split", "val",
+            "--dataset", "cityscapes", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    _same_as_reference(out / "metrics.json", reference)
 
 
 def test_cityscapes_scripts_stops_on_a_missing_prediction(dataset, cs_python, tmp_path):

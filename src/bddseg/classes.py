@@ -57,6 +57,10 @@ class Classes:
     name: str = "custom"
     ignore: int = IGNORE_VALUE
     mapping: tuple[tuple[int, int], ...] | None = None
+    # the classes the official mIoU averages (bddseg.metrics.official_arrays): "truth"
+    # (present in the ground truth: the BDD100K toolkit) or "union" (TP + FP + FN > 0:
+    # cityscapesScripts, mmseg, and so Cityscapes, ACDC, Vistas and a user's classes)
+    mean_over: str = "union"
 
     def __post_init__(self) -> None:
         k = len(self.names)
@@ -67,6 +71,8 @@ class Classes:
             raise BddsegError(f"class names must be unique (repeated: {', '.join(dupes)})")
         if len(self.palette) != k:
             raise BddsegError(f"{k} classes but {len(self.palette)} colours")
+        if self.mean_over not in ("truth", "union"):
+            raise BddsegError(f"mean_over must be truth or union, got {self.mean_over!r}")
         if not 0 <= self.ignore <= 255:
             raise BddsegError(f"the ignore value must be in 0..255, got {self.ignore}")
         if self.mapping is None and self.ignore < k and self.ignore != IGNORE_VALUE:
@@ -121,6 +127,7 @@ class Classes:
             "names": list(self.names),
             "colors": [list(c) for c in self.palette],
             "ignore": self.ignore,
+            "mean_over": self.mean_over,
         }
         if self.mapping is not None:
             d["mapping"] = {raw: tid for raw, tid in self.mapping}
@@ -128,7 +135,7 @@ class Classes:
 
     def labels_only(self) -> Classes:
         """The same names and colours, reading masks of train ids (no mapping)."""
-        return Classes(self.names, self.palette, self.name)
+        return Classes(self.names, self.palette, self.name, mean_over=self.mean_over)
 
 
 def _ranges(values: list[int]) -> str:
@@ -161,7 +168,7 @@ def default_palette(k: int) -> tuple[Color, ...]:
     return tuple(out)
 
 
-BDD100K = Classes(CLASS_NAMES, PALETTE, "bdd100k")
+BDD100K = Classes(CLASS_NAMES, PALETTE, "bdd100k", mean_over="truth")
 """The 19 evaluated classes of BDD100K (the Cityscapes train ids): the default class set."""
 
 # cityscapesScripts' helpers/labels.py: (name, id, trainId); trainId 255 is ignored in eval.
@@ -212,11 +219,11 @@ def from_dict(d: Mapping[str, Any], source: str | Path | None = None) -> Classes
 def _from_dict(d: Mapping[str, Any]) -> Classes:
     if not isinstance(d, Mapping):
         raise BddsegError("a class file must be a mapping with a 'names' list")
-    unknown_keys = sorted(set(d) - {"name", "names", "colors", "ignore", "mapping"})
+    unknown_keys = sorted(set(d) - {"name", "names", "colors", "ignore", "mapping", "mean_over"})
     if unknown_keys:
         raise BddsegError(
             f"unknown key(s) {', '.join(map(str, unknown_keys))} "
-            "(valid: names, colors, ignore, mapping, name)"
+            "(valid: names, colors, ignore, mapping, name, mean_over)"
         )
     names = d.get("names")
     if not isinstance(names, list | tuple) or not names:
@@ -231,7 +238,9 @@ def _from_dict(d: Mapping[str, Any]) -> Classes:
         raise BddsegError(f"'ignore' must be an integer raw value, got {ignore!r}")
     mapping = d.get("mapping")
     pairs = None if mapping is None else _mapping(mapping, names)
-    return Classes(names, palette, str(d.get("name", "custom")), int(ignore), pairs)
+    name = str(d.get("name", "custom"))
+    mean_over = d.get("mean_over", "truth" if name == BDD100K.name else "union")
+    return Classes(names, palette, name, int(ignore), pairs, mean_over)
 
 
 def _colors(colors: Any, k: int) -> tuple[Color, ...]:

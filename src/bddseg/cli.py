@@ -41,6 +41,24 @@ def _hw(value: str) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------- synth / data / download
+def _dataset_flags(p: argparse.ArgumentParser, config: bool = False) -> None:
+    """``--dataset`` and ``--classes``: which layout a root has and which classes its masks
+    hold (:mod:`bddseg.layout`, :mod:`bddseg.classes`)."""
+    p.add_argument(
+        "--dataset",
+        choices=choices("data.dataset"),
+        default=None if config else "auto",
+        help="the dataset's layout (auto: detected from the folders) "
+        + (_from_config("data.dataset") if config else "(default: auto)"),
+    )
+    p.add_argument(
+        "--classes",
+        metavar="FILE",
+        help="a class file (names, colours, ignore value, raw-value mapping); default: "
+        "ROOT/classes.yaml if there is one, else the layout's own classes",
+    )
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from bddseg.synth import make_dataset
 
@@ -61,7 +79,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from bddseg.check import check_dataset
 
-    report = check_dataset(Path(args.root), workers=args.workers)
+    report = check_dataset(
+        Path(args.root), workers=args.workers, dataset=args.dataset, classes_file=args.classes
+    )
     for split, s in report.summary.items():
         print(
             f"{split:>5}: {s['images']} images, {s['masks']} masks, {s['bad']} bad "
@@ -81,8 +101,9 @@ def _cmd_data_stats(args: argparse.Namespace) -> int:
     from bddseg.stats import compute_stats
 
     stats = compute_stats(
-        Path(args.root), split=args.split, workers=args.workers, cache_dir=args.cache_dir
-    )
+        Path(args.root), split=args.split, workers=args.workers, cache_dir=args.cache_dir,
+        dataset=args.dataset, classes_file=args.classes,
+    )  # fmt: skip
     width = max(len(n) for n in stats["pixel_share"])
     print(f"{args.split}: {stats['num_images']} images")
     print(
@@ -121,8 +142,13 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- train
 def _train_overrides(args: argparse.Namespace) -> dict:
+    roots = args.data or []
     o = {
-        "data.root": args.data,
+        "data.root": roots[0] if roots else None,
+        "data.extra_roots": roots[1:] or None,
+        "data.dataset": args.dataset,
+        "data.classes": args.classes,
+        "model.init_from": args.init_from,
         "data.workers": args.workers,
         "data.unknown": args.unknown,
         "data.on_bad_sample": args.on_bad_sample,
@@ -217,11 +243,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate / predict / export / report
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from bddseg import evaluate
-    from bddseg.metrics import MIOU_LABEL, WITH_UNKNOWN_LABEL
+    from bddseg.classes import BDD100K, load_classes
+    from bddseg.metrics import WITH_UNKNOWN_LABEL, miou_label, with_unknown_keys
 
-    if args.pred:
+    if args.pred and args.data:  # predictions against a dataset's truth, in any layout
+        result = evaluate.evaluate_dataset_predictions(
+            Path(args.pred), Path(args.data), args.split, Path(args.out),
+            dataset=args.dataset, classes_file=args.classes, workers=args.workers,
+            min_pixels=args.min_pixels, plots=not args.no_plots,
+        )  # fmt: skip
+    elif args.pred:
         if not args.gt:
-            raise BddsegError("--pred needs --gt GT_DIR")
+            raise BddsegError("--pred needs --gt GT_DIR (a folder of masks) or --data ROOT")
         result = evaluate.evaluate_folders(
             Path(args.pred),
             Path(args.gt),
@@ -229,6 +262,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             workers=args.workers,
             min_pixels=args.min_pixels,
             plots=not args.no_plots,
+            classes=load_classes(args.classes) if args.classes else BDD100K,
         )
     elif args.checkpoint:
         if not args.data:
@@ -238,6 +272,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             Path(args.data),
             Path(args.out),
             split=args.split,
+            dataset=args.dataset,
+            classes_file=args.classes,
             tta=args.tta,
             device=args.device,
             precision=args.precision,
@@ -248,18 +284,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             plots=not args.no_plots,
         )
     else:
-        raise BddsegError("give --checkpoint CKPT --data ROOT, or --pred PRED_DIR --gt GT_DIR")
+        raise BddsegError(
+            "give --checkpoint CKPT --data ROOT, or --pred PRED_DIR with --gt GT_DIR or --data ROOT"
+        )
     off = result["official"]
+    k = len(result["classes"]["names"])
 
     def num(v: float | None) -> str:  # None: nothing labelled to score
         return "n/a" if v is None else f"{v:.4f}"
 
     precision = f" ({result['precision']})" if "precision" in result else ""
     print(
-        f"{result['num_images']} images{precision}: {MIOU_LABEL} {num(off['miou'])}, "
-        f"pixel accuracy {num(off['pixel_accuracy'])}; other view, mIoU over 19 classes with "
-        f"{WITH_UNKNOWN_LABEL}: {num(result['with_unknown']['miou_19'])}"
+        f"{result['num_images']} images{precision}: {miou_label(k)} {num(off['miou'])}, "
+        f"pixel accuracy {num(off['pixel_accuracy'])}; other view, mIoU over {k} classes with "
+        f"{WITH_UNKNOWN_LABEL}: {num(result['with_unknown'][with_unknown_keys(k)[0]])}"
     )
+    for group, g in result.get("groups", {}).items():
+        print(f"  {group}: mIoU {num(g['miou'])} over {g['images']} images")
     print(f"wrote {Path(args.out) / 'metrics.json'}")
     return 0
 
@@ -483,11 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="check a dataset or compute its class statistics")
     dsub = d.add_subparsers(dest="data_command", required=True)
     c = dsub.add_parser("check", help="check every image/mask pair; exit 2 if anything is wrong")
-    c.add_argument("root", help="dataset root (the folder holding images/ and labels/)")
+    c.add_argument("root", help="dataset root (BDD100K, Cityscapes, ACDC, Vistas or a folder)")
+    _dataset_flags(c)
     c.add_argument("--workers", type=int, default=cores, help="processes (default: the CPUs)")
     c.set_defaults(func=_cmd_data_check)
     st = dsub.add_parser("stats", help="per-class pixel share, image counts and class weights")
-    st.add_argument("root", help="dataset root (the folder holding images/ and labels/)")
+    st.add_argument("root", help="dataset root (BDD100K, Cityscapes, ACDC, Vistas or a folder)")
+    _dataset_flags(st)
     st.add_argument("--split", default="train", help="the split to count")
     st.add_argument("--json", help="also write the statistics to this JSON file (default: none)")
     st.add_argument("--chart", help="also write a bar chart PNG (default: none)")
@@ -514,7 +557,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a model, U-Net/ResNet34 by default (flags override --set, which overrides "
         "the YAML config)",
     )
-    t.add_argument("--data", help=f"dataset root {_from_config('data.root')}")
+    t.add_argument(
+        "--data",
+        nargs="+",
+        metavar="ROOT",
+        help="dataset root; several roots with the same classes train on their union "
+        f"{_from_config('data.root')}",
+    )
+    _dataset_flags(t, config=True)
+    t.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from a segmentation checkpoint (bddseg's or a plain smp state dict): "
+        "the body loads in full, the head's rows by class name "
+        f"{_from_config('model.init_from')}",
+    )
     t.add_argument("--out", help=f"run directory {_from_config('run.out')}")
     t.add_argument("--config", help="YAML config, a file or a recipe of configs/ (default: none)")
     t.add_argument(
@@ -597,9 +654,15 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="metrics.json, per_class.csv and plots for a model or mask folders"
     )
     e.add_argument("--checkpoint", help="a .pt checkpoint to score, with --data (default: none)")
-    e.add_argument("--data", help="dataset root, with --checkpoint (default: none)")
-    e.add_argument("--split", default="val", help="the split to score, with --checkpoint")
-    e.add_argument("--pred", help="folder of predicted PNG masks, with --gt (default: none)")
+    e.add_argument(
+        "--data",
+        help="dataset root in any layout, with --checkpoint or --pred (default: none)",
+    )
+    _dataset_flags(e)
+    e.add_argument("--split", default="val", help="the split to score, with --data")
+    e.add_argument(
+        "--pred", help="folder of predicted PNG masks, with --gt or --data (default: none)"
+    )
     e.add_argument("--gt", help="folder of ground-truth PNG masks (default: none)")
     e.add_argument("--out", required=True, help="folder for metrics.json and the rest")
     e.add_argument("--tta", choices=list(TTA_MODES), default="none", help="test-time augmentation")

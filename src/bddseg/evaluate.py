@@ -56,6 +56,7 @@ class Tally:
     matrix per image group (a Cityscapes city, an ACDC condition) where images have one."""
 
     num_classes: int = NUM_CLASSES
+    mean_over: str = "truth"  # which classes an image's mIoU averages (metrics.official_arrays)
     cm: np.ndarray = field(default=None)  # type: ignore[assignment]
     stems: list[str] = field(default_factory=list)
     groups: list[str | None] = field(default_factory=list)
@@ -79,7 +80,7 @@ class Tally:
                 self.group_cm[group] = np.zeros_like(self.cm)
             self.group_cm[group] += cm
         t, p = metrics.presence_from_confusion(cm, min_pixels)
-        a = metrics.official_arrays(cm)
+        a = metrics.official_arrays(cm, self.mean_over)
         self.stems.append(stem)
         self.true_presence.append(t)
         self.pred_presence.append(p)
@@ -151,14 +152,17 @@ def write_outputs(
     ``extra``).
     """
     out = Path(out_dir)
-    if tally.num_classes != classes.num:
+    if (tally.num_classes, tally.mean_over) != (classes.num, classes.mean_over):
         raise ValueError(f"a {tally.num_classes}-class tally written as {classes.num} classes")
     t, p = tally.presence()
-    result = metrics.to_contract(tally.cm, t, p, names=classes.names)
+    result = metrics.to_contract(tally.cm, t, p, names=classes.names, mean_over=classes.mean_over)
     result["classes"] = classes.labels_only().to_dict()
     if tally.group_cm:
         result["groups"] = {
-            g: {"miou": metrics.official_arrays(cm)["miou"], "images": tally.groups.count(g)}
+            g: {
+                "miou": metrics.official_arrays(cm, classes.mean_over)["miou"],
+                "images": tally.groups.count(g),
+            }
             for g, cm in sorted(tally.group_cm.items())
         }
     result.update(extra or {})
@@ -194,7 +198,7 @@ def _score_chunk(
     process. Each pair goes through the native kernel of :mod:`bddseg.fastpng` where it
     applies; a truth of raw ids (Cityscapes labelIds, a user's mapping) is mapped to train ids
     on the histogram (:func:`bddseg.masks.remap_histogram`): one row fold, no per-pixel work."""
-    tally = Tally(classes.num)
+    tally = Tally(classes.num, classes.mean_over)
     for stem, gt_path, pred_path, group in chunk:
         gt_data = read_bytes(gt_path, "ground-truth mask")
         pred_data = None if pred_path is None else read_bytes(pred_path, "prediction")
@@ -203,7 +207,7 @@ def _score_chunk(
             hist = _decoded_histogram(gt_path, gt_data, pred_path, pred_data)
         try:  # predicted K..255 are misses (the official tool's rule); the truth is checked
             if not classes.identity:
-                hist = remap_histogram(hist, classes, axis=0)
+                hist = remap_histogram(hist, classes, 0, gt_path, "ground-truth mask")
             cm = metrics.fold_histogram(hist, strict_pred=False, num_classes=classes.num)
         except BddsegError as e:
             raise BddsegError(e.problem, gt_path) from None
@@ -343,7 +347,7 @@ def _score_predictions(
     orphans = len(set(preds) - {s for s, _, _ in truth})
     if orphans:
         warn(f"{orphans} prediction(s) in {pred_dir} have no ground truth; ignored")
-    tally = Tally(classes.num)
+    tally = Tally(classes.num, classes.mean_over)
     extra = {**extra, "missing_predictions": missing}
     helper = plots and workers > 1 and can_preload()
     # with workers, a helper process imports matplotlib while they score, then draws; else
@@ -414,7 +418,7 @@ def score_split(
     )
     classes = getattr(dataset, "classes", BDD100K)
     k = classes.num
-    tally, loss_total, images, position = Tally(k), 0.0, 0, 0
+    tally, loss_total, images, position = Tally(k, classes.mean_over), 0.0, 0, 0
     bar = progress_bar("evaluate", enabled=progress)
     with bar, torch.inference_mode():
         task = bar.add_task("evaluate", total=len(dataset))

@@ -50,6 +50,9 @@ from bddseg.labels import CLASS_NAMES, IGNORE_VALUE, NUM_CLASSES, NUM_CLASSES_20
 from bddseg.masks import format_values
 
 AVERAGES = ("micro", "macro", "weighted", "samples")
+# which classes the official mIoU averages: in the truth (BDD100K) or a non-empty union
+# (Cityscapes and the rest), see official_arrays
+MEAN_OVER = ("truth", "union")
 
 
 def default_names(k: int) -> tuple[str, ...]:
@@ -259,9 +262,19 @@ def _as_cm(cm: Any) -> np.ndarray:
     return c
 
 
-def official_arrays(cm: Any) -> dict[str, Any]:
+def official_arrays(cm: Any, mean_over: str = "truth") -> dict[str, Any]:
     """The official view as arrays: ``iou``, ``precision`` (float64 (K,), NaN for 0/0),
-    ``present`` (bool (K,), class in the truth), ``miou``, ``pixel_accuracy``, ``fwiou``."""
+    ``present`` (bool (K,), class in the truth), ``averaged`` (bool (K,), the classes the
+    mean takes), ``miou``, ``pixel_accuracy``, ``fwiou``.
+
+    ``mean_over``: which classes mIoU averages, by the benchmark's own rule. ``"truth"``:
+    those present in the ground truth (the BDD100K toolkit). ``"union"``: those whose union
+    ``TP + FP + FN`` is not empty, so a class predicted on labelled pixels but absent from the
+    truth counts as 0 (cityscapesScripts' evaluator, mmseg's ``nanmean``; Cityscapes, ACDC,
+    Mapillary Vistas and a user's classes). On a set where every class is in the truth, the
+    two are equal."""
+    if mean_over not in MEAN_OVER:
+        raise ValueError(f"mean_over must be one of {MEAN_OVER}, got {mean_over!r}")
     c = _as_cm(cm)
     k = c.shape[0] - 1
     c = c[:k]  # truth-255 row dropped; column K (misses) kept
@@ -270,26 +283,31 @@ def official_arrays(cm: Any) -> dict[str, Any]:
     pred = c[:, :k].sum(0)  # predictions of each class on labelled pixels
     iou = _div(tp, gt + pred - tp)
     present = gt > 0
+    averaged = present if mean_over == "truth" else gt + pred - tp > 0
     total = gt.sum()
     fwiou = float((gt[present] * iou[present]).sum() / total) if total else None
     return {
         "iou": iou,
         "precision": _div(tp, pred),
         "present": present,
-        "miou": float(iou[present].mean()) if present.any() else None,
+        "averaged": averaged,
+        "miou": float(iou[averaged].mean()) if averaged.any() else None,
         "pixel_accuracy": float(tp.sum() / total) if total else None,
         "fwiou": fwiou,
     }
 
 
-def official_metrics(cm: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The official BDD100K evaluator's numbers, as fractions (it prints them x100).
+def official_metrics(
+    cm: Any, names: tuple[str, ...] | None = None, mean_over: str = "truth"
+) -> dict[str, Any]:
+    """The official BDD100K evaluator's numbers, as fractions (it prints them x100); with
+    ``mean_over="union"`` the mIoU of cityscapesScripts' evaluator (see :func:`official_arrays`).
 
     Returns ``{"miou", "pixel_accuracy", "fwiou", "iou": {name: f|None},
     "precision": {name: f|None}}`` over the K classes ``names`` (default
     :func:`default_names`: :data:`labels.CLASS_NAMES` for K = 19).
     """
-    a = official_arrays(cm)
+    a = official_arrays(cm, mean_over)
     names = _names(len(a["iou"]), names)
     return {
         "miou": a["miou"],
@@ -450,7 +468,11 @@ def classes_of(result: Mapping[str, Any] | None) -> Classes:
 
 
 def to_contract(
-    cm: Any, true_presence: Any, pred_presence: Any, names: tuple[str, ...] | None = None
+    cm: Any,
+    true_presence: Any,
+    pred_presence: Any,
+    names: tuple[str, ...] | None = None,
+    mean_over: str = "truth",
 ) -> dict[str, Any]:
     """The ``metrics.json`` contract: ``num_images``, ``official``, ``with_unknown`` and
     ``image_level`` (see :func:`official_metrics`, :func:`with_unknown_metrics`,
@@ -460,7 +482,7 @@ def to_contract(
     t, p = _presence_pair(true_presence, pred_presence)
     return {
         "num_images": int(len(t)),
-        "official": official_metrics(cm, names),
+        "official": official_metrics(cm, names, mean_over),
         "with_unknown": with_unknown_metrics(cm, names),
         "image_level": image_level_metrics(t, p, names),
     }
@@ -468,6 +490,7 @@ def to_contract(
 
 __all__ = [
     "AVERAGES",
+    "MEAN_OVER",
     "IMAGE_LEVEL_LABEL",
     "MIOU_LABEL",
     "OFFICIAL_LABEL",

@@ -44,20 +44,27 @@ from torch.utils.data import Dataset
 
 from bddseg import runs
 from bddseg.checkpoints import load_checkpoint, make_checkpoint, save_checkpoint
+from bddseg.classes import BDD100K, Classes
 from bddseg.config import INFERENCE_PRECISION, Config, RunConfig, save_yaml, to_dict
 from bddseg.data import build_dataset, normalize_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.evaluate import eval_dataset, score_split
-from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20, IGNORE_VALUE, UNKNOWN_ID
+from bddseg.labels import IGNORE_VALUE
 from bddseg.losses import build_loss
 from bddseg.metrics import official_arrays, official_metrics
-from bddseg.model import NEEDS_TWO_PER_BATCH, build_model, check_input_size, load_weights
+from bddseg.model import (
+    NEEDS_TWO_PER_BATCH,
+    build_model,
+    check_input_size,
+    init_from,
+    load_weights,
+)
 from bddseg.optim import build_optimizer
 from bddseg.precision import precision_note, resolve_precision
 from bddseg.predictor import Predictor
 from bddseg.sampling import rare_class_weights, seed_everything, step_seed, train_loader
 from bddseg.schedule import lr_at, momentum_at, set_optimizer_hparams
-from bddseg.stats import class_weights, compute_stats, image_presence
+from bddseg.stats import class_weights, dataset_stats
 from bddseg.trainlog import CsvLog, Progress, StopFlag, TensorBoard, Timer, ValImages
 
 
@@ -111,6 +118,7 @@ class Run:
     val_images: ValImages | None = None  # the val triplets TensorBoard shows (rank 0)
     trace_samples: bool = False  # each rank appends its samples to RUN/samples.rankN.txt
     image_size: list[int] | None = None  # (H, W) of the val images: the export's default
+    classes: Classes = BDD100K  # the run's K classes (the train data's); checkpoints carry them
 
 
 # ---------------------------------------------------------------- the loop
@@ -138,10 +146,20 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
     # the data, then the model (it may fetch ImageNet weights), then devices and RUN/: a
     # wrong path or encoder is named before any download, Fabric's banner or a new folder
     train_data, val_data = build_data(cfg)
+    classes = train_data.classes
+    outputs = len(classes.model_names(cfg.data.unknown))
     image_size = frame_size(val_data)
     seed_everything(cfg.run.seed)  # the same initial weights on every rank
-    model = build_model(cfg.model, cfg.num_classes)
+    model = build_model(cfg.model, outputs)
     check_input_size(model, cfg.model, cfg.data.crop, "data.crop")
+    resuming = cfg.run.resume and (run_dir / runs.LAST).is_file()
+    if cfg.model.init_from and not resuming:  # a resumed run has its own weights
+        names = classes.model_names(cfg.data.unknown)
+        arch = f"{cfg.model.arch}/{cfg.model.encoder}"
+        report = init_from(model, cfg.model.init_from, names, arch=arch)
+        print(report)
+        for line in report.warnings:
+            warn(line)
     fabric = setup_fabric(cfg)
     fabric.launch()  # with devices > 1 outside torchrun, this starts the other processes
     steps_per_epoch, local_batch = epoch_size(len(train_data), cfg, fabric.world_size)
@@ -152,14 +170,15 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
             "with BatchNorm, which needs 2 or more in training (set optim.batch_size to "
             f"{2 * fabric.world_size} or more)"
         )
-    loss_fn = build_loss(cfg.loss, cfg.num_classes, load_class_weights(cfg, fabric), IGNORE_VALUE)
-    sample_weights = rare_class_sampling(cfg, fabric)
+    class_weights = load_class_weights(cfg, fabric, classes)
+    loss_fn = build_loss(cfg.loss, outputs, class_weights, IGNORE_VALUE)
+    sample_weights = rare_class_sampling(cfg, fabric, classes)
     fresh = not run_dir.exists()
     ckpt = prepare_run_dir(run_dir, cfg, fabric)
     try:
         if ckpt is not None:
             name = f"{cfg.model.arch}/{cfg.model.encoder}"
-            load_weights(model, ckpt["model"], run_dir / runs.LAST, name, cfg.num_classes)
+            load_weights(model, ckpt["model"], run_dir / runs.LAST, name, outputs)
         if cfg.run.channels_last:
             model = model.to(memory_format=torch.channels_last)
         raw = model
@@ -188,6 +207,7 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
         cfg, fabric, model, raw, optimizer, loss_fn.to(fabric.device), train_data, val_data,
         run_dir, total, steps_per_epoch, local_batch, StopFlag(), timer,
         ema, sample_weights, trace_samples=trace_samples, image_size=image_size,
+        classes=classes,
     )  # fmt: skip
     if fabric.global_rank == 0:
         resume_step = state.step if ckpt is not None else None
@@ -343,8 +363,9 @@ def validate(run: Run, state: State, row: dict) -> None:
         predictor, run.val_data, batch_size=1, workers=run.cfg.data.workers,
         loss_fn=val_loss(run), on_mask=run.val_images.on_mask,
     )  # fmt: skip
-    metrics = official_metrics(scored.tally.cm)
-    present = official_arrays(scored.tally.cm)["present"]  # the classes mIoU averages
+    classes = run.val_data.classes  # the val truth's benchmark rule: BDD100K's or the union
+    metrics = official_metrics(scored.tally.cm, classes.names, classes.mean_over)
+    present = official_arrays(scored.tally.cm, classes.mean_over)["averaged"]
     iou = {name: v for (name, v), p in zip(metrics["iou"].items(), present, strict=True) if p}
     run.tb.log_validation(state.step, iou, run.val_images.triplets())
     row.update(
@@ -366,13 +387,14 @@ def validate(run: Run, state: State, row: dict) -> None:
 
 
 def val_loss(run: Run):
-    """The val loss of scores against the raw truth (0..18/255): the run's loss, with 255 as
-    class 19 where ``data.unknown`` is ``class`` (as training sees it)."""
+    """The val loss of scores against the truth (0..K-1/255): the run's loss, with 255 as
+    class K where ``data.unknown`` is ``class`` (as training sees it)."""
     unknown = run.cfg.data.unknown == "class"
+    unknown_id = run.classes.num
 
     def loss(scores: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
         if unknown:
-            truth = torch.where(truth == IGNORE_VALUE, UNKNOWN_ID, truth)
+            truth = torch.where(truth == IGNORE_VALUE, unknown_id, truth)
         return run.loss_fn(scores, truth)
 
     return loss
@@ -520,17 +542,16 @@ def eval_model(run: Run) -> nn.Module:
     return run.ema.module if run.ema is not None else run.raw
 
 
-def rare_class_sampling(cfg: Config, fabric) -> torch.Tensor | None:
+def rare_class_sampling(cfg: Config, fabric, classes: Classes) -> torch.Tensor | None:
     """Per-image sampling weights for ``data.rare_class_temp`` (None when it is off)."""
     if cfg.data.rare_class_temp is None:
         return None
-    d, workers = cfg.data, max(1, cfg.data.workers)
+    d = cfg.data
     with fabric.rank_zero_first():  # the statistics are cached by the first rank
-        stats = compute_stats(d.root, d.train_split, workers=workers, max_images=d.max_train_images)
-    share = torch.tensor([stats["pixel_share"][name] for name in CLASS_NAMES])
-    presence = image_presence(d.root, d.train_split, workers, d.max_train_images)
+        stats, presence = dataset_stats(d, d.train_split, workers=max(1, d.workers))
+    share = torch.tensor([stats["pixel_share"][name] for name in classes.names])
     # unknown (255) takes no part in the choice: it is in nearly every image
-    return rare_class_weights(presence[:, : len(CLASS_NAMES)], share, d.rare_class_temp)
+    return rare_class_weights(presence[:, : classes.num], share, d.rare_class_temp)
 
 
 def epoch_size(n: int, cfg: Config, world_size: int) -> tuple[int, int]:
@@ -548,24 +569,20 @@ def epoch_size(n: int, cfg: Config, world_size: int) -> tuple[int, int]:
     return steps, batch // world_size
 
 
-def load_class_weights(cfg: Config, fabric) -> torch.Tensor | None:
+def load_class_weights(cfg: Config, fabric, classes: Classes) -> torch.Tensor | None:
     """Class weights from the train split's statistics, printed on rank 0. The statistics
     are cached in :func:`bddseg.stats.default_cache_dir` (``$BDDSEG_CACHE``)."""
     if cfg.loss.class_weights == "none":
         return None
     with fabric.rank_zero_first():
-        stats = compute_stats(
-            cfg.data.root,
-            cfg.data.train_split,
-            workers=max(1, cfg.data.workers),
-            max_images=cfg.data.max_train_images,
-        )
-    w = class_weights(stats, cfg.loss.class_weights, cfg.data.unknown)
+        stats, _ = dataset_stats(cfg.data, cfg.data.train_split, workers=max(1, cfg.data.workers))
+    w = class_weights(stats, cfg.loss.class_weights, cfg.data.unknown, classes)
     if cfg.loss.class_weight_power != 1.0:
         w = w**cfg.loss.class_weight_power
         w = w / w[w > 0].mean()  # mean 1 over the classes present (absent ones weigh 0)
     if fabric.global_rank == 0:
-        pairs = ", ".join(f"{n} {v:.2f}" for n, v in zip(CLASS_NAMES_20, w.tolist(), strict=False))
+        names = classes.model_names("class")
+        pairs = ", ".join(f"{n} {v:.2f}" for n, v in zip(names, w.tolist(), strict=False))
         power = f" ** {cfg.loss.class_weight_power:g}" if cfg.loss.class_weight_power != 1.0 else ""
         print(f"class weights ({cfg.loss.class_weights}{power}): {pairs}")
     return w
@@ -625,6 +642,7 @@ def checkpoint(run: Run, state: State, training: bool) -> dict:
         best_metric=state.best_miou,
         val_metrics=state.last_val,
         image_size=run.image_size,
+        classes=run.classes,
     )
     if training:
         epoch, in_epoch = divmod(state.step, run.steps_per_epoch)
@@ -665,7 +683,7 @@ def describe(run: Run) -> str:
         if value != off
     ]
     return (
-        f"training {c.model.arch}/{c.model.encoder} ({c.num_classes} classes, loss {c.loss.name}, "
+        f"training {c.model.arch}/{c.model.encoder} ({_classes_note(run)}, loss {c.loss.name}, "
         f"class weights {c.loss.class_weights}{''.join(', ' + e for e in extras)}) on "
         f"{len(run.train_data)} images: "
         f"{run.total_steps} steps of {c.optim.batch_size} x {c.optim.accumulate} "
@@ -673,6 +691,12 @@ def describe(run: Run) -> str:
         f"{run.fabric.world_size} process(es) on {run.fabric.device}, precision "
         f"{precision_note(c.run.precision, c.run.accelerator)}, into {run.run_dir}"
     )
+
+
+def _classes_note(run: Run) -> str:
+    """``20 classes``, or with few classes their names: ``5 classes: background, road, ...``."""
+    names = run.classes.model_names(run.cfg.data.unknown)
+    return f"{len(names)} classes" + (f": {', '.join(names)}" if run.classes.num <= 6 else "")
 
 
 __all__ = ["TrainResult", "set_torch_flags", "train", "train_one_epoch", "validate"]
