@@ -60,19 +60,23 @@ def _dataset_flags(p: argparse.ArgumentParser, config: bool = False) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from bddseg.synth import make_dataset
+    import tempfile
 
-    root = make_dataset(
-        Path(args.out),
-        train=args.train,
-        val=args.val,
-        test=args.test,
-        height=args.height,
-        width=args.width,
-        seed=args.seed,
-        workers=args.workers,
-    )
-    print(f"wrote the synthetic dataset to {root}")
+    from bddseg.synth import make_dataset
+    from bddseg.synth_layouts import write_layout
+
+    out = Path(args.out)
+    sizes = {
+        "train": args.train, "val": args.val, "test": args.test, "height": args.height,
+        "width": args.width, "seed": args.seed, "workers": args.workers,
+    }  # fmt: skip
+    if args.layout == "bdd100k":
+        root = make_dataset(out, **sizes)
+    else:  # the same scenes, rewritten in the other layout (its file names and mask values)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent, prefix=".synth-") as tmp:
+            root = write_layout(make_dataset(Path(tmp), **sizes), out, args.layout)
+    print(f"wrote the synthetic dataset ({args.layout} layout) to {root}")
     return 0
 
 
@@ -508,8 +512,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     cores = os.cpu_count() or 1
 
-    s = sub.add_parser("synth", help="write the built-in synthetic dataset in the official layout")
-    s.add_argument("out", help="output folder (the dataset lands in OUT/bdd100k)")
+    s = sub.add_parser(
+        "synth", help="write the built-in synthetic dataset (BDD100K's layout, or another)"
+    )
+    s.add_argument(
+        "out", help="output folder (BDD100K: the dataset lands in OUT/bdd100k; others: in OUT)"
+    )
+    s.add_argument(
+        "--layout",
+        choices=[k for k in choices("data.dataset") if k != "auto"],
+        default="bdd100k",
+        help="the dataset layout to write: BDD100K's official one, Cityscapes (labelIds), "
+        "ACDC, Mapillary Vistas v1.2, or a folder of 4 classes with its classes.yaml",
+    )
     s.add_argument("--train", type=int, default=200, help="training pairs")
     s.add_argument("--val", type=int, default=50, help="validation pairs")
     s.add_argument("--test", type=int, default=50, help="test images")
