@@ -174,3 +174,25 @@ def test_bench_has_int8_rows(int8, trained, monkeypatch):
     rows = {r["variant"]: r for r in result["rows"]}
     assert "error" not in rows["int8"] and rows["int8"]["images_per_s"] > 0, rows
     assert "| int8 | 1 |" in markdown_table(result)
+
+
+def test_int8_scores_on_a_cityscapes_layout(int8, synth_root, tmp_path):
+    """The val truth of a Cityscapes-layout root (labelIds) is read through its classes and
+    scored by its rule: the same as the same photos' labelTrainIds read as train ids."""
+    from bddseg.classes import CITYSCAPES_LABEL_IDS
+    from bddseg.layout import dataset_classes, find_layout
+    from bddseg.quantize import compare_models
+    from bddseg.synth_layouts import write_layout
+
+    model, fp32 = int8[0], int8[0].with_name("model.fp32.onnx")
+    cs = write_layout(synth_root, tmp_path / "cs", "cityscapes")
+    ids = write_layout(synth_root, tmp_path / "ids", "cityscapes", train_ids=True)
+    cs_pairs = list_pairs(cs, "val")[:3]
+    with pytest.raises(BddsegError, match="invalid values"):  # label ids read as train ids
+        compare_models(fp32, model, cs_pairs)
+    assert dataset_classes(find_layout(cs)) == CITYSCAPES_LABEL_IDS
+    got = compare_models(fp32, model, cs_pairs, CITYSCAPES_LABEL_IDS)
+    train_ids = dataset_classes(find_layout(ids))
+    assert train_ids.identity and train_ids.mean_over == "union"
+    want = compare_models(fp32, model, list_pairs(ids, "val")[:3], train_ids)
+    assert got == want and got["images"] == 3

@@ -410,3 +410,86 @@ def test_the_domain_shift_table_crosses_runs_and_test_sets(tmp_path):
 def test_one_run_with_only_its_val_has_no_shift_table(runs, tmp_path):
     html = report.write_report([runs[0]], tmp_path / "one.html").read_text(encoding="utf-8")
     assert 'id="shift"' not in html
+
+
+def cityscapes_run(synth_root: Path, tmp: Path) -> tuple[Path, Path]:
+    """A run trained and evaluated on a Cityscapes-layout copy of the synthetic set (its
+    ``*_labelIds.png`` only): predictions = the truth, a band of a class absent from the
+    truth on top (so the union rule averages more classes than the truth's), scored by
+    ``evaluate_dataset_predictions``. Returns ``(run, dataset root)``."""
+    from bddseg.classes import CITYSCAPES_LABEL_IDS
+    from bddseg.evaluate import evaluate_dataset_predictions
+    from bddseg.layout import list_pairs
+    from bddseg.masks import read_mask
+    from bddseg.synth_layouts import write_layout
+
+    cs = write_layout(synth_root, tmp / "cs", "cityscapes")
+    assert not list(cs.rglob("*_labelTrainIds.png"))
+    pairs = list_pairs(cs, "val", "cityscapes")
+    truths = {p.stem: read_mask(p.mask, classes=CITYSCAPES_LABEL_IDS) for p in pairs}
+    present = set(np.unique(np.concatenate([t.ravel() for t in truths.values()]))) - {255}
+    absent = next(c for c in range(19) if c not in present)
+    run = tmp / "run"
+    ev = run / "eval" / "val"
+    (ev / "pred").mkdir(parents=True)
+    for stem, truth in truths.items():
+        pred = np.where(truth == 255, 0, truth).astype(np.uint8)
+        pred[: pred.shape[0] // 4] = absent
+        Image.fromarray(pred).save(ev / "pred" / f"{stem}.png")
+    cfg = {
+        "data": {"root": str(cs), "dataset": "cityscapes", "unknown": "ignore"},
+        "model": {"arch": "unet", "encoder": "resnet34"},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    evaluate_dataset_predictions(ev / "pred", cs, "val", ev, dataset="cityscapes", plots=False)
+    return run, cs
+
+
+def test_a_cityscapes_run_shows_its_truth_and_the_union_rule(synth_root, tmp_path):
+    """Truth overlays through the labelIds table (not "not available"); the summary names the
+    union rule (mean_over "union") with its count of classes."""
+    from bddseg.metrics import official_arrays
+
+    run, _ = cityscapes_run(synth_root, tmp_path)
+    metrics = json.loads((run / "eval/val/metrics.json").read_text())
+    assert metrics["classes"]["mean_over"] == "union" and metrics["data"]["kind"] == "cityscapes"
+    cm = np.array(json.loads((run / "eval/val/confusion.json").read_text())["matrix"])
+    union = int(official_arrays(cm, "union")["averaged"].sum())
+    truth = int(official_arrays(cm, "truth")["averaged"].sum())
+    assert union == truth + 1  # the band's class, absent from the truth
+    html = report.write_report([run], tmp_path / "cs.html").read_text(encoding="utf-8")
+    section = html[html.index('id="run-0"') :]
+    for title in ("Train samples", "Val samples", "Worst val images"):
+        block = section[section.index(f"<h4>{title}") :]
+        block = block[: block.index("</h4>") + 200]
+        assert "data:image/jpeg;base64," in block and "not available" not in block, block
+    assert f"over the {union} classes with pixels in the truth or the prediction of 6" in html
+    assert "classes present in the truth" not in html
+    assert "its mIoU averages the classes with pixels in the truth or the prediction" in html
+    # the same run read as before (no data record, the config's root): the same overlays
+    del metrics["data"]
+    (run / "eval/val/metrics.json").write_text(json.dumps(metrics))
+    again = report.write_report([run], tmp_path / "again.html").read_text(encoding="utf-8")
+    assert again.count("data:image/jpeg;base64,") == html.count("data:image/jpeg;base64,") == 3
+
+
+def test_a_bdd100k_summary_keeps_the_truth_rule(runs, tmp_path):
+    html = report.write_report([runs[0]], tmp_path / "one.html").read_text(encoding="utf-8")
+    assert re.search(r"over the \d+ classes present in the truth of 3 images", html)
+    assert "with pixels in the truth or the prediction" not in html
+    assert "its mIoU averages the classes present in the truth)" in html
+
+
+def test_a_four_class_summary_counts_its_own_classes(tmp_path):
+    """A 4-class set (a user's: the union rule) is counted over its 4 classes."""
+    from bddseg import metrics as M
+
+    run = make_run(tmp_path, "toy", tmp_path / "nowhere", evaluated=False, predicted=False)
+    _four_class_eval(run / "eval" / "val")
+    cm = np.array(json.loads((run / "eval/val/confusion.json").read_text())["matrix"])
+    n = int(M.official_arrays(cm, "union")["averaged"].sum())
+    assert n <= 4
+    html = report.write_report([run], tmp_path / "toy.html").read_text(encoding="utf-8")
+    assert f"{M.miou_label(4)} " in html
+    assert f"over the {n} classes with pixels in the truth or the prediction of 1 images" in html
+    assert "19 classes" not in html and M.miou_label(19) not in html

@@ -7,6 +7,7 @@ import io
 import os
 import signal
 
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -149,3 +150,37 @@ def test_progress_on_a_terminal_draws_a_bar_and_keeps_the_validation_lines(capsy
     assert "resuming from step 2 of 10\n" in drawn
     assert "step 3/10" not in drawn  # ordinary steps move the bar, print no line
     assert capsys.readouterr().out == ""
+
+
+def test_val_images_read_the_truth_through_the_dataset_classes(synth_root, tmp_path):
+    """Cityscapes labelIds are mapped to train ids (read as BDD100K they would be refused and
+    the image left out); truth and prediction take the run's palette."""
+    from types import SimpleNamespace
+
+    from bddseg.classes import CITYSCAPES_LABEL_IDS, Classes
+    from bddseg.colors import colorize
+    from bddseg.layout import list_pairs
+    from bddseg.masks import read_mask
+    from bddseg.synth_layouts import write_layout
+    from bddseg.trainlog import ValImages
+
+    cs = write_layout(synth_root, tmp_path / "cs", "cityscapes")
+    pairs = list_pairs(cs, "val")
+    dataset = SimpleNamespace(pairs=pairs, classes=CITYSCAPES_LABEL_IDS, mask_classes=None)
+    shown = ValImages(dataset, n=2, width=160)
+    shown.load()
+    first = sorted(pairs, key=lambda p: p.stem)[:2]
+    assert sorted(shown.sources) == [p.stem for p in first]
+    truth = read_mask(first[0].mask, classes=CITYSCAPES_LABEL_IDS)  # 160 wide: no resize
+    assert np.array_equal(shown.sources[first[0].stem][1], colorize(truth))
+    assert ValImages(pairs, n=2, width=160).sources is None  # nothing read before load()
+    plain = ValImages(pairs, n=2, width=160)
+    plain.load()
+    assert plain.sources == {}  # label ids (26, 33, ...) are not BDD100K's train ids
+    # a 4-class run: its own colours
+    four = Classes(("a", "b", "c", "d"), ((1, 2, 3), (4, 5, 6), (7, 8, 9), (10, 11, 12)))
+    toy = ValImages([], width=2, classes=four)
+    toy.sources = {"x": (np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8))}
+    toy.on_mask("x", np.array([[0, 1], [3, 255]], np.uint8))
+    triplet = toy.triplets()["x"]
+    assert triplet[:, 4:].tolist() == [[[1, 2, 3], [4, 5, 6]], [[10, 11, 12], [0, 0, 0]]]

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from test_report import cityscapes_run
 
 from bddseg import cli, runs
 from bddseg.view import _top_cells, build_view, serve
@@ -283,3 +284,33 @@ def test_a_four_class_run_is_viewed_with_its_classes(tmp_path):
     assert data["palette"][:4] == colors and len(data["palette"]) == 5
     assert all(len(im["iou"][0]) == 4 for im in data["images"])
     assert {int(a) for key in data["cells"][0] for a in key.split(",")} <= set(range(5))
+
+
+def test_a_cityscapes_run_is_viewed_in_train_ids(synth_root, tmp_path):
+    """A run evaluated on a Cityscapes-layout folder (labelIds only): the truth is written in
+    train ids (the viewer's colours), each image's numbers are per_image.csv's (the union
+    rule), and the cities are the group filter's."""
+    from bddseg.classes import CITYSCAPES_LABEL_IDS
+    from bddseg.layout import list_pairs
+    from bddseg.masks import read_mask
+
+    run, cs = cityscapes_run(synth_root, tmp_path)
+    index = build_view([run], tmp_path / "site")
+    site, data = index.parent, _data(index.parent)
+    with open(runs.eval_dir(run) / runs.PER_IMAGE, newline="") as f:
+        per_image = {r["stem"]: r for r in csv.DictReader(f)}
+    assert [im["s"] for im in data["images"]] == list(per_image) and len(per_image) == 6
+    pairs = {p.stem: p for p in list_pairs(cs, "val")}
+    assert data["groups"] == sorted({p.group for p in pairs.values()}) and len(data["groups"]) == 2
+    for im in data["images"]:
+        row = per_image[im["s"]]
+        assert im["miou"][0] == pytest.approx(float(row["miou"]), abs=1e-4)
+        assert im["acc"][0] == pytest.approx(float(row["pixel_accuracy"]), abs=1e-4)
+        assert data["groups"][im["g"]] == row["group"] == pairs[im["s"]].group
+        shown = np.array(Image.open(site / "truth" / f"{im['s']}.png"))
+        expected = read_mask(pairs[im["s"]].mask, classes=CITYSCAPES_LABEL_IDS)
+        assert np.array_equal(shown, expected)  # train ids, not label ids (26: car -> 13)
+        raw = np.array(Image.open(pairs[im["s"]].mask))
+        assert not np.array_equal(raw, expected)
+    html = index.read_text()
+    assert 'id="filter-group"' in html

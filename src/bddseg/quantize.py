@@ -21,9 +21,10 @@ import numpy as np
 import onnx
 import torch
 
+from bddseg.classes import Classes
 from bddseg.errors import BddsegError, first_line
 from bddseg.files import atomic_path
-from bddseg.layout import Pair, list_pairs
+from bddseg.layout import Pair, dataset_classes, find_layout, list_pairs
 
 # The export warns past this mIoU drop (absolute, official metric): OpenVINO's and
 # PaddleSeg's published INT8 segmentation models lose 0.03-0.44 pp
@@ -34,15 +35,20 @@ MAX_MIOU_DROP = 0.01
 KEEP_FP32 = ("first-conv", "head")
 
 
-def calibration_pairs(root: str | Path, split: str, count: int | None) -> list[Pair]:
+def calibration_pairs(
+    root: str | Path, split: str, count: int | None, dataset: str = "auto"
+) -> list[Pair]:
     """``count`` pairs of ``split`` with a photo (all with ``None``), spread evenly over the
-    sorted list; for ``val``, only pairs that also have a mask.
+    sorted list; for ``val``, only pairs that also have a mask. ``root``: a dataset in any
+    layout bddseg reads (``dataset``: its kind, or ``auto``).
 
     Raises:
         BddsegError: the root is missing or not a dataset, or the split has no photos.
     """
     pairs = [
-        p for p in list_pairs(root, split) if p.image is not None and (split != "val" or p.mask)
+        p
+        for p in list_pairs(root, split, dataset)
+        if p.image is not None and (split != "val" or p.mask)
     ]
     if not pairs:
         if split == "val":
@@ -125,6 +131,8 @@ def quantize_onnx(
     keep_fp32: Sequence[str] = (),
     try_keep: bool = True,
     echo: Callable[[str], None] = print,
+    dataset: str = "auto",
+    classes_file: str | Path | None = None,
 ) -> dict[str, Any]:
     """Quantise the fp32 ONNX model ``fp32`` to INT8 (static, QDQ) and score it.
 
@@ -150,20 +158,22 @@ def quantize_onnx(
             cannot quantise the model (the message names the file).
     """
     fp32, out = Path(fp32), Path(out)
-    photos = [p.image for p in calibration_pairs(calibration, "train", calibration_images)]
-    val = calibration_pairs(calibration, "val", eval_images) if eval_images != 0 else []
+    pairs = calibration_pairs(calibration, "train", calibration_images, dataset)
+    photos = [p.image for p in pairs]
+    val = calibration_pairs(calibration, "val", eval_images, dataset) if eval_images != 0 else []
+    truth = dataset_classes(find_layout(calibration, dataset), classes_file) if val else None
     arrays = model_inputs(fp32, photos)
     with atomic_path(out) as dst:
         nodes = quantize_arrays(fp32, dst, arrays, keep_fp32)
         _stamp(dst, {"calibration_images": len(photos), "keep_fp32": nodes})
-        scores = compare_models(fp32, dst, val) if val else None
+        scores = compare_models(fp32, dst, val, truth) if val else None
     result = {"calibration_images": len(photos), "keep_fp32": nodes, "scores": scores}
     if try_keep and not nodes and scores and scores["miou_drop"] > MAX_MIOU_DROP:
         echo(f"mIoU drop {scores['miou_drop'] * 100:.2f} pp: trying {','.join(KEEP_FP32)} in fp32")
         with tempfile.TemporaryDirectory(prefix="bddseg-int8-") as tmp:
             kept = Path(tmp) / "kept.onnx"
             quantize_arrays(fp32, kept, arrays, KEEP_FP32)
-            result["with_keep"] = compare_models(fp32, kept, val)
+            result["with_keep"] = compare_models(fp32, kept, val, truth)
     return result
 
 
@@ -228,31 +238,53 @@ def _stamp(path: Path, info: dict[str, Any]) -> None:
     onnx.save_model(model, str(path))
 
 
-def compare_models(fp32: str | Path, int8: str | Path, pairs: Sequence[Pair]) -> dict[str, Any]:
+def compare_models(
+    fp32: str | Path, int8: str | Path, pairs: Sequence[Pair], truth: Classes | None = None
+) -> dict[str, Any]:
     """Score two ONNX models on labelled ``pairs`` (full-resolution masks from their
     :class:`~bddseg.predictor.Predictor`, the official metric of
     :mod:`bddseg.metrics` from one confusion matrix per model over all photos).
 
+    ``truth``: the class set that reads the masks (the dataset's,
+    :func:`bddseg.layout.dataset_classes`: Cityscapes ``labelIds`` mapped to train ids);
+    default: the model's own classes, reading train ids. The scores count the model's K
+    classes and average them by the truth's ``mean_over`` rule (as ``bddseg evaluate``:
+    Cityscapes' union, BDD100K's classes in the truth).
+
     Returns:
         ``images``, ``pixels``, ``agreement`` (fraction of pixels where the two masks are
         equal), ``miou_fp32``, ``miou_int8`` and ``miou_drop`` (fp32 minus int8, absolute).
+
+    Raises:
+        BddsegError: the dataset's classes are not the model's; a bad mask.
     """
     from bddseg.masks import read_mask
     from bddseg.metrics import confusion_matrix, official_metrics
     from bddseg.predictor import Predictor
 
     a, b = Predictor.from_onnx(fp32), Predictor.from_onnx(int8)
+    classes = a.classes
+    if truth is None:
+        truth = classes.labels_only()
+    elif not truth.same_labels(classes):
+        raise BddsegError(
+            f"the dataset's {truth.num} classes ({', '.join(truth.names[:4])}"
+            f"{', ...' if truth.num > 4 else ''}) are not the model's {classes.num}; score "
+            "INT8 on data with the model's classes",
+            fp32,
+        )
+    k = classes.num
     cm_a = cm_b = 0
     same = total = 0
     for pair in pairs:
-        truth = read_mask(pair.mask)
+        gt = read_mask(pair.mask, "ground-truth mask", classes=truth)
         pa, pb = a.predict(pair.image), b.predict(pair.image)
-        cm_a = cm_a + confusion_matrix(pa, truth)
-        cm_b = cm_b + confusion_matrix(pb, truth)
+        cm_a = cm_a + confusion_matrix(pa, gt, strict_pred=False, num_classes=k)
+        cm_b = cm_b + confusion_matrix(pb, gt, strict_pred=False, num_classes=k)
         same += int((pa == pb).sum())
         total += pa.size
-    miou_a = official_metrics(cm_a)["miou"] or 0.0
-    miou_b = official_metrics(cm_b)["miou"] or 0.0
+    miou_a = official_metrics(cm_a, classes.names, truth.mean_over)["miou"] or 0.0
+    miou_b = official_metrics(cm_b, classes.names, truth.mean_over)["miou"] or 0.0
     return {
         "images": len(pairs),
         "pixels": total,

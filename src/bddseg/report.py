@@ -41,6 +41,7 @@ from bddseg.metrics import (
     WITH_UNKNOWN_LABEL,
     classes_of,
     miou_label,
+    official_arrays,
     official_label,
     with_unknown_keys,
 )
@@ -69,7 +70,7 @@ from bddseg.runs import (
     predictions_dir,
 )
 from bddseg.trainlog import read_log
-from bddseg.view import VIEW_DIR, VIEW_INDEX, run_label
+from bddseg.view import VIEW_DIR, VIEW_INDEX, Truth, find_truth, run_label
 
 __all__ = ["load_run", "write_report"]
 
@@ -198,11 +199,13 @@ def _load_image(path: Path) -> np.ndarray:
     return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BILINEAR))
 
 
-def _load_mask(path: Path, like: np.ndarray, truth: bool) -> np.ndarray:
-    """A mask resized (nearest) to the thumbnail ``like``. Truth masks are validated;
-    predictions (which may hold 19, unknown) are read as they are."""
+def _load_mask(path: Path, like: np.ndarray, reader: Classes | None) -> np.ndarray:
+    """A mask resized (nearest) to the thumbnail ``like``. Truth masks (``reader``: the
+    dataset's classes) are validated and mapped to train ids (Cityscapes ``labelIds``, a
+    user's mapping); predictions (``None``; which may hold K, unknown) are read as they are."""
+    truth = reader is not None
     what = "ground-truth mask" if truth else "prediction"
-    arr = read_mask(path, what, check_values=truth)
+    arr = read_mask(path, what, check_values=truth, classes=reader or BDD100K)
     h, w = like.shape[:2]
     if arr.shape != (h, w):
         arr = np.asarray(Image.fromarray(arr).resize((w, h), Image.Resampling.NEAREST))
@@ -232,32 +235,34 @@ def _grid(tiles: list, titles: list, col_titles=None, cols: int | None = None) -
     return _uri(figure_bytes(sample_grid_figure(tiles, titles, col_titles), "jpeg"), "image/jpeg")
 
 
-def _dataset_root(run: Run) -> Path:
-    """The run's dataset root: absolute, relative to the cwd, or relative to the run dir."""
-    root = (run.config.get("data") or {}).get("root")
-    if not root:
-        raise BddsegError(f"{CONFIG} has no data.root")
-    for candidate in (Path(root), run.dir / root):
-        if candidate.is_dir():
-            return candidate
-    raise BddsegError(f"dataset root {root} not found")
+def _own_truth(run: Run) -> Truth:
+    """The run's own dataset (``data.root``, ``data.dataset``, ``data.classes``): its train
+    split."""
+    return find_truth(run.dir, run.config, run.classes)
+
+
+def _eval_truth(run: Run) -> Truth:
+    """The dataset the main evaluation scored (``metrics.json``'s ``data``, else the run's)."""
+    record = (run.metrics or {}).get("data")
+    return find_truth(run.dir, run.config, run.classes, record if isinstance(record, dict) else {})
 
 
 def _train_samples(run: Run) -> str:
-    root = _dataset_root(run)
-    pairs = _pick([p for p in list_pairs(root, "train") if p.image and p.mask], N_TRAIN)
+    truth = _own_truth(run)
+    pairs = _pick([p for p in list_pairs(truth.layout, "train") if p.image and p.mask], N_TRAIN)
     if not pairs:
-        raise BddsegError(f"no train image/mask pairs under {root}")
+        raise BddsegError(f"no train image/mask pairs under {truth.root}")
     tiles = []
     for p in pairs:
         img = _load_image(p.image)
-        tiles.append(overlay(img, _load_mask(p.mask, img, truth=True), palette=run.classes.palette))
+        mask = _load_mask(p.mask, img, truth.classes)
+        tiles.append(overlay(img, mask, palette=run.classes.palette))
     return _grid(tiles, [_short(p.stem) for p in pairs], cols=4)
 
 
 def _val_samples(run: Run, worst: bool) -> str:
     """image | truth | prediction rows: spread over val, or the lowest per-image mIoU."""
-    root, pred_dir = _dataset_root(run), run.eval_dir / PRED_DIR
+    truth, pred_dir = _eval_truth(run), run.eval_dir / PRED_DIR
     if not pred_dir.is_dir():
         raise BddsegError(f"{pred_dir} not found (run bddseg evaluate)")
     scores = {r.get("stem"): _num(r.get("miou")) for r in run.per_image or []}
@@ -267,22 +272,21 @@ def _val_samples(run: Run, worst: bool) -> str:
         stems = sorted(scores, key=lambda s: (scores[s] is None, scores[s] or 0.0))[:N_WORST]
     else:
         stems = _pick(sorted(p.stem for p in pred_dir.glob("*.png")), N_VAL)
-    pairs = {p.stem: p for p in list_pairs(root, EVAL_SPLIT)}
+    split = str(((run.metrics or {}).get("data") or {}).get("split") or EVAL_SPLIT)
+    pairs = {p.stem: p for p in list_pairs(truth.layout, split)}
     tiles, titles = [], []
+    palette = run.classes.palette
     for stem in stems:
         pair, pred = pairs.get(stem), pred_dir / f"{stem}.png"
         if not (pair and pair.image and pair.mask and pred.is_file()):
             continue
         img = _load_image(pair.image)
-        truth, guess = _load_mask(pair.mask, img, True), _load_mask(pred, img, False)
-        palette = run.classes.palette
-        tiles.append(
-            [img, overlay(img, truth, palette=palette), overlay(img, guess, palette=palette)]
-        )
+        gt, guess = _load_mask(pair.mask, img, truth.classes), _load_mask(pred, img, None)
+        tiles.append([img, overlay(img, gt, palette=palette), overlay(img, guess, palette=palette)])
         score = f" · mIoU {_pct(scores[stem])}%" if scores.get(stem) is not None else ""
         titles.append([_short(stem) + score, "", ""])
     if not tiles:
-        raise BddsegError(f"no val images with a prediction under {root}")
+        raise BddsegError(f"no val images with a prediction under {truth.root}")
     return _grid(tiles, titles, ["image", "truth", "prediction"])
 
 
@@ -398,20 +402,43 @@ def _average_rows(m: dict) -> list[dict]:
     return rows
 
 
+def _averaged_text(classes: Classes) -> str:
+    """Which classes the official mIoU averages, by the class set's rule (``mean_over``)."""
+    if classes.mean_over == "truth":
+        return "classes present in the truth"
+    return "classes with pixels in the truth or the prediction"
+
+
+def _averaged(run: Run) -> int:
+    """How many classes the official mIoU averages, by the class set's rule (``mean_over``).
+    ``truth`` (BDD100K): the classes with pixels in the truth (``metrics.json``'s pixel
+    shares), else those with a defined IoU. ``union``: from the confusion matrix
+    (:func:`bddseg.metrics.official_arrays`) where it has the run's K + 1 rows, else the
+    classes with a defined IoU (TP + FP + FN > 0: the same classes)."""
+    m, classes = run.metrics or {}, run.classes
+    share = _get(m, "with_unknown", "pixel_share") or {}
+    if classes.mean_over == "truth" and share:  # a class is in the truth with pixels there
+        return sum((_num(share.get(n)) or 0) > 0 for n in classes.names)
+    if classes.mean_over == "union":
+        try:
+            cm = np.asarray((run.confusion or {}).get("matrix"), dtype=np.int64)
+        except (TypeError, ValueError):
+            cm = None
+        if cm is not None and cm.shape == (classes.num + 1, classes.num + 1):
+            return int(official_arrays(cm, "union")["averaged"].sum())
+    return sum(v is not None for v in (_get(m, "official", "iou") or {}).values())
+
+
 def _run_summary(run: Run) -> str:
     """One sentence on the official view: mIoU, pixel accuracy, best and weakest class."""
     m = run.metrics
     if not m:
         return f"{run.label}: no evaluation ({run.missing.get('metrics')})."
     classes = run.classes
-    share = _get(m, "with_unknown", "pixel_share") or {}
-    if share:  # a class is in the truth when it has pixels there
-        present = sum((_num(share.get(n)) or 0) > 0 for n in classes.names)
-    else:  # defined IoU: in the truth or predicted
-        present = sum(v is not None for v in (_get(m, "official", "iou") or {}).values())
     text = (
-        f"{run.label}: {miou_label(classes.num)} {_pct(_get(m, 'official', 'miou'))}% over the {present} "
-        f"classes present in the truth of {m.get('num_images', '?')} images, pixel accuracy "
+        f"{run.label}: {miou_label(classes.num)} {_pct(_get(m, 'official', 'miou'))}% over the "
+        f"{_averaged(run)} {_averaged_text(classes)} of {m.get('num_images', '?')} images, "
+        "pixel accuracy "
         f"{_pct(_get(m, 'official', 'pixel_accuracy'))}%."
     )
     iou = {n: v for n, v in (_get(m, "official", "iou") or {}).items() if _num(v) is not None}
@@ -581,6 +608,7 @@ def _run_context(run: Run, index: int) -> dict:
         ],
         "groups": _groups(run),
         "views": _views(k),
+        "averaged": _averaged_text(run.classes),
     }
     if m is not None:
         ctx["headline"] = [

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bddseg.classes import BDD100K, Classes
 from bddseg.colors import colorize
 from bddseg.errors import BddsegError
 from bddseg.files import atomic_write_text
@@ -179,15 +180,43 @@ class TensorBoard:
 class ValImages:
     """The val triplets TensorBoard shows at each validation: photo, truth and prediction
     side by side for the first ``n`` val images in stem order, ``width`` pixels wide each,
-    colored with the official palette (:func:`bddseg.colors.colorize`).
+    colored with the run's palette (:func:`bddseg.colors.colorize`).
+
+    ``pairs``: the val pairs, or the val dataset itself (a
+    :class:`~bddseg.data.SegDataset`: its ``pairs``, ``classes`` and per-pair
+    ``mask_classes``). ``classes``: the run's class set (default: the dataset's, else
+    BDD100K's), whose palette colours truth and prediction and which reads the truth masks
+    (raw values mapped to train ids: Cityscapes ``labelIds``, a user's mapping);
+    ``mask_classes``: one set per pair where the pairs come from roots with different
+    mappings of the same classes.
 
     Photos and truths are read once, on the first validation; the predictions come from
     :func:`bddseg.evaluate.score_split`'s ``on_mask`` (no second forward pass). An image
     that cannot be read is left out (validation itself names it).
     """
 
-    def __init__(self, pairs, n: int = VAL_IMAGES, width: int = VAL_IMAGE_WIDTH):
-        self.pairs = sorted(pairs, key=lambda p: p.stem)[:n]
+    def __init__(
+        self,
+        pairs,
+        n: int = VAL_IMAGES,
+        width: int = VAL_IMAGE_WIDTH,
+        classes: Classes | None = None,
+        mask_classes=None,
+    ):
+        if hasattr(pairs, "pairs"):  # a dataset: its pairs and the classes that read them
+            dataset = pairs
+            classes = classes if classes is not None else getattr(dataset, "classes", None)
+            if mask_classes is None:
+                mask_classes = getattr(dataset, "mask_classes", None)
+            pairs = dataset.pairs
+        self.classes = classes if classes is not None else BDD100K
+        pairs = list(pairs)
+        readers = list(mask_classes) if mask_classes is not None else [self.classes] * len(pairs)
+        if len(readers) != len(pairs):
+            raise BddsegError(f"{len(pairs)} pairs but {len(readers)} class sets")
+        chosen = sorted(zip(pairs, readers, strict=True), key=lambda t: t[0].stem)[:n]
+        self.pairs = [p for p, _ in chosen]
+        self.readers = {p.stem: r for p, r in chosen}
         self.width = width
         self.sources: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         self.preds: dict[str, np.ndarray] = {}
@@ -205,19 +234,25 @@ class ValImages:
             try:
                 with Image.open(pair.image) as im:
                     photo = self._small(np.asarray(im.convert("RGB")), Image.BILINEAR)
-                truth = self._small(read_mask(pair.mask), Image.NEAREST)
+                reader = self.readers.get(pair.stem, self.classes)
+                truth = read_mask(pair.mask, "ground-truth mask", classes=reader)
+                truth = self._small(truth, Image.NEAREST)
             except (OSError, BddsegError):
                 continue
-            self.sources[pair.stem] = (photo, colorize(truth))
+            self.sources[pair.stem] = (photo, colorize(truth, self.palette))
 
     def triplets(self) -> dict[str, np.ndarray]:
         """``{stem: uint8 (h, 3 * width, 3)}`` for the images predicted since the last call."""
         out = {}
         for stem, pred in self.preds.items():
             photo, truth = self.sources[stem]
-            out[stem] = np.concatenate([photo, truth, colorize(pred)], axis=1)
+            out[stem] = np.concatenate([photo, truth, colorize(pred, self.palette)], axis=1)
         self.preds = {}
         return out
+
+    @property
+    def palette(self):
+        return self.classes.palette
 
     def _small(self, array: np.ndarray, resample) -> np.ndarray:
         h, w = array.shape[:2]

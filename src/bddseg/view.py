@@ -1,7 +1,8 @@
 """``bddseg view``: a static site to browse every evaluated image of one or more runs.
 
 Reads each run's evaluation (``RUN/eval/SPLIT``: ``per_image.csv``, ``confusion.json``,
-``pred/STEM.png``) and the dataset the run's ``config.yaml`` names (the truth masks, and the
+``pred/STEM.png``) and the dataset it was scored on (``metrics.json``'s ``data`` record, else
+the run's ``config.yaml``: the truth masks, read through the dataset's classes, and the
 photos where there are any), and writes into ``OUT``::
 
     index.html  viewer.js  viewer.css   the page (no network: no CDN, no web fonts)
@@ -49,8 +50,8 @@ from bddseg.config import LossConfig, ModelConfig, load_yaml
 from bddseg.errors import BddsegError, warn
 from bddseg.files import atomic_write_bytes, atomic_write_text, read_json
 from bddseg.labels import IGNORE_VALUE
-from bddseg.layout import list_pairs
-from bddseg.masks import decode_mask, read_bytes
+from bddseg.layout import Layout, dataset_classes, find_layout, list_pairs
+from bddseg.masks import check_counts, decode_mask, histogram, map_mask, read_bytes, remap_histogram
 from bddseg.parallel import parallel_map
 
 VIEW_DIR = "view"  # RUN/view/: where `bddseg view RUN` writes by default
@@ -60,7 +61,16 @@ THUMB_WIDTH = 320
 TOP_PER_CELL = 50  # images kept per confusion cell: enough to browse, small data.js
 UNKNOWN_COLOR = (255, 255, 255)  # a 20-class model's unknown (19), drawn in the viewer only
 
-__all__ = ["VIEW_DIR", "ViewRun", "build_view", "default_out", "run_label", "serve"]
+__all__ = [
+    "VIEW_DIR",
+    "Truth",
+    "ViewRun",
+    "build_view",
+    "default_out",
+    "find_truth",
+    "run_label",
+    "serve",
+]
 
 
 def run_label(name: str, config: dict) -> str:
@@ -93,6 +103,8 @@ class ViewRun:
     confusion: list[list[int]]
     miou: float | None
     classes: Classes = BDD100K  # metrics.json's classes (BDD100K without them)
+    data: dict = dataclasses.field(default_factory=dict)  # metrics.json's data record
+    groups: tuple[str | None, ...] = ()  # per_image.csv's group column (city, condition)
 
 
 def _evaluate_hint(run_dir: Path, split: str) -> str:
@@ -119,7 +131,9 @@ def load_view_run(run_dir: str | Path, split: str = runs.EVAL_SPLIT) -> ViewRun:
         missing = next(n for n in needed if not (ev / n).exists())
         raise BddsegError(f"no {missing} in {ev}: {_evaluate_hint(run_dir, split)}", run_dir)
     with open(ev / runs.PER_IMAGE, newline="", encoding="utf-8") as f:
-        stems = tuple(row["stem"] for row in csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    stems = tuple(row["stem"] for row in rows)
+    groups = tuple(row.get("group") or None for row in rows)
     confusion = read_json(ev / runs.CONFUSION, "confusion matrix")
     scores = read_json(ev / runs.METRICS, "metrics") if (ev / runs.METRICS).is_file() else {}
     config = load_yaml(run_dir / runs.CONFIG)
@@ -131,21 +145,95 @@ def load_view_run(run_dir: str | Path, split: str = runs.EVAL_SPLIT) -> ViewRun:
     return ViewRun(
         run_dir, name, run_label(name, config), config, ev, stems, confusion["matrix"],
         (scores.get("official") or {}).get("miou"), classes,
+        scores.get("data") if isinstance(scores.get("data"), dict) else {}, groups,
     )  # fmt: skip
 
 
-def _dataset_root(run: ViewRun, data_root: str | Path | None) -> Path:
-    """``data_root``, else the run's ``data.root`` (absolute, relative to the cwd, or to the
-    run folder)."""
-    if data_root is not None:
-        return Path(data_root)
-    root = (run.config.get("data") or {}).get("root")
-    if not root:
-        raise BddsegError(f"{runs.CONFIG} has no data.root: give --data ROOT", run.dir)
-    for candidate in (Path(root), run.dir / root):
-        if candidate.is_dir():
+@dataclasses.dataclass(frozen=True)
+class Truth:
+    """Where an evaluation's ground truth is, and how to read it: ``layout`` (of ``root``)
+    and ``classes``, the class set whose ``mapping`` turns the masks' raw values into the
+    run's train ids (Cityscapes ``labelIds`` by the official table, a user's mapped masks)."""
+
+    root: Path
+    layout: Layout
+    classes: Classes
+
+
+def _config_data(config: dict) -> dict:
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _existing(path: str | Path, run_dir: Path) -> Path | None:
+    """``path`` as given (absolute, or relative to the cwd), else relative to the run dir."""
+    for candidate in (Path(path), run_dir / path):
+        if candidate.exists():
             return candidate
-    raise BddsegError(f"dataset root {root} (data.root of {runs.CONFIG}) not found: give --data")
+    return None
+
+
+def _same(a: Path, b: Path | None) -> bool:
+    try:
+        return b is not None and a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def find_truth(
+    run_dir: str | Path,
+    config: dict,
+    run_classes: Classes = BDD100K,
+    record: dict | None = None,
+    data_root: str | Path | None = None,
+    hint: str = "",
+) -> Truth:
+    """The ground truth of a run's evaluation: ``data_root`` if given, else the root its
+    ``metrics.json`` records (``record``: its ``data``, ``{root, kind, ...}``) where that
+    folder exists, else the run's ``data.root`` (absolute, relative to the cwd, or to the run
+    folder). The layout is the recorded kind (or ``data.dataset``); the masks are read through
+    the dataset's classes (:func:`bddseg.layout.dataset_classes`, with the run's ``data.classes``
+    for its own root) when they name the run's classes, else as the run's train ids.
+    ``hint``: what a message on a missing root adds (``": give --data"``).
+
+    Raises:
+        BddsegError: no root to be found, or not a dataset root.
+    """
+    run_dir = Path(run_dir)
+    data, record = _config_data(config), record or {}
+    own_root = _existing(data["root"], run_dir) if data.get("root") else None
+    own_kind = str(data.get("dataset") or "auto")
+    rec_root = Path(record["root"]) if record.get("root") else None
+    rec_kind = str(record.get("kind") or "auto")
+    if data_root is not None:
+        root = Path(data_root)
+        kind = rec_kind if _same(root, rec_root) else own_kind if _same(root, own_root) else "auto"
+    elif rec_root is not None and rec_root.is_dir():
+        root, kind = rec_root, rec_kind
+    elif own_root is not None and own_root.is_dir():
+        root, kind = own_root, own_kind
+    elif not data.get("root"):
+        raise BddsegError(f"{runs.CONFIG} has no data.root{hint and hint + ' ROOT'}", run_dir)
+    else:
+        raise BddsegError(
+            f"dataset root {data['root']} (data.root of {runs.CONFIG}) not found{hint}"
+        )
+    try:
+        layout = find_layout(root, kind)
+    except BddsegError:
+        if kind == "auto":
+            raise
+        layout = find_layout(root, "auto")
+    classes_file = None
+    if data.get("classes") and _same(root, own_root):
+        classes_file = _existing(str(data["classes"]), run_dir)
+    try:
+        reader = dataset_classes(layout, classes_file)
+    except BddsegError:  # no class file for a folder layout: the masks hold train ids
+        reader = run_classes.labels_only()
+    if not reader.same_labels(run_classes):  # another class set's file: read train ids
+        reader = run_classes.labels_only()
+    return Truth(root, layout, reader)
 
 
 def default_out(run_dirs: list[Path]) -> Path:
@@ -202,9 +290,18 @@ def _thumb(photo: Path | None, truth: np.ndarray, dest_stem: Path, classes: Clas
     return path.name
 
 
-def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, path: str | None, k: int):
+def _confusion(
+    gt_data: bytes,
+    gt: np.ndarray,
+    pred_data: bytes | None,
+    path: str | None,
+    k: int,
+    reader: Classes = BDD100K,
+    truth_path: str | None = None,
+):
     """``int64 (K+1, K+1)`` of one image, as evaluate counts it (a missing prediction: misses),
-    and the decoded prediction where it had to be decoded (else ``None``)."""
+    and the decoded prediction where it had to be decoded (else ``None``). ``gt_data``/``gt``:
+    the truth's raw values, mapped to train ids on the histogram through ``reader``."""
     hist = pred = None
     if pred_data is not None:
         hist = fastpng.joint_histogram(gt_data, pred_data)  # no decode: the common case
@@ -214,28 +311,43 @@ def _confusion(gt_data: bytes, gt: np.ndarray, pred_data: bytes | None, path: st
                 raise BddsegError("prediction is not the size of its truth mask", path)
     if hist is None:
         hist = metrics.value_histogram(np.full_like(gt, IGNORE_VALUE) if pred is None else pred, gt)
+    if not reader.identity:
+        hist = remap_histogram(hist, reader, 0, truth_path, "ground-truth mask")
     return metrics.fold_histogram(hist, strict_pred=False, num_classes=k), pred
 
 
-def _build_chunk(items: list[tuple], out: str, classes: Classes = BDD100K) -> list[tuple]:
+def _build_chunk(
+    items: list[tuple], out: str, classes: Classes = BDD100K, reader: Classes | None = None
+) -> list[tuple]:
     """Write one chunk's files; returns per image ``(stem, int64 (R, K+1, K+1) confusion
     matrices, thumbnail name, photo name | None, (H, W), [has a prediction, per run])``.
 
     ``items``: ``(stem, photo path | None, truth path, (prediction path | None per run))``.
+    ``reader``: the class set that reads the truth (default ``classes``): a truth of other
+    raw values (Cityscapes ``labelIds``) is written in train ids, the viewer's colours.
     The masks are copied as they are (8-bit grayscale PNGs; anything else is re-encoded as
     one) and the error view is drawn in the browser from them, so a prediction is decoded
     only where the joint histogram's fast path does not apply.
     """
+    reader = classes if reader is None else reader
     out_dir, done = Path(out), []
     for stem, photo, truth_path, preds in items:
         gt_data = read_bytes(truth_path, "ground-truth mask")
         gt = decode_mask(gt_data, truth_path, "ground-truth mask")  # the thumbnail's
-        _write(out_dir / "truth" / f"{stem}.png", gt_data if _is_gray8(gt_data) else _png(gt))
+        if reader.identity:
+            ids = gt
+            _write(out_dir / "truth" / f"{stem}.png", gt_data if _is_gray8(gt_data) else _png(gt))
+        else:  # raw values -> train ids, checked (the error names the file and the values)
+            check_counts(histogram(gt), truth_path, "ground-truth mask", reader)
+            ids = map_mask(gt, reader)
+            _write(out_dir / "truth" / f"{stem}.png", _png(ids))
         cms = []
         for r, pred_path in enumerate(preds):
             pred_data = None if pred_path is None else read_bytes(pred_path, "prediction")
             try:
-                cm, pred = _confusion(gt_data, gt, pred_data, pred_path, classes.num)
+                cm, pred = _confusion(
+                    gt_data, gt, pred_data, pred_path, classes.num, reader, truth_path
+                )
             except BddsegError as e:
                 raise BddsegError(e.problem, e.path or truth_path) from None
             cms.append(cm)
@@ -244,7 +356,7 @@ def _build_chunk(items: list[tuple], out: str, classes: Classes = BDD100K) -> li
                     pred = decode_mask(pred_data, pred_path, "prediction") if pred is None else pred
                     pred_data = _png(pred)
                 _write(out_dir / "pred" / str(r) / f"{stem}.png", pred_data)
-        thumb = _thumb(photo, gt, out_dir / "thumb" / stem, classes)
+        thumb = _thumb(photo, ids, out_dir / "thumb" / stem, classes)
         photo_name = None
         if photo is not None:
             photo_name = f"{stem}{Path(photo).suffix.lower()}"
@@ -261,9 +373,17 @@ def _r(v: float | None, digits: int = 4) -> float | None:
 
 
 def _image_entry(
-    stem: str, cms: np.ndarray, thumb: str, photo: str | None, shape: tuple, has: list[bool]
+    stem: str,
+    cms: np.ndarray,
+    thumb: str,
+    photo: str | None,
+    shape: tuple,
+    has: list[bool],
+    mean_over: str = "truth",
 ) -> dict:
-    scores = [metrics.official_arrays(cm) for cm in cms]
+    """One image's numbers; its mIoU averages the classes ``mean_over`` names (the class
+    set's rule, as ``per_image.csv``)."""
+    scores = [metrics.official_arrays(cm, mean_over) for cm in cms]
     return {
         "s": stem,
         "t": "thumb/" + quote(thumb),
@@ -294,10 +414,10 @@ def _top_cells(cms: np.ndarray, n: int = TOP_PER_CELL) -> dict[str, list[list[in
     return cells
 
 
-def _items(view_runs: list[ViewRun], split: str, data_root: str | Path | None) -> list[tuple]:
+def _items(view_runs: list[ViewRun], split: str, truth: Truth) -> list[tuple]:
     """``(stem, photo, truth, preds)`` for every image the first run evaluated."""
-    root = _dataset_root(view_runs[0], data_root)
-    pairs = {p.stem: p for p in list_pairs(root, split)}
+    root = truth.root
+    pairs = {p.stem: p for p in list_pairs(truth.layout, split)}
     items, no_truth = [], []
     for stem in view_runs[0].stems:
         pair = pairs.get(stem)
@@ -333,7 +453,9 @@ def build_view(
     draws the masks alone.
 
     Args:
-        data_root: the dataset (default: the first run's ``data.root``).
+        data_root: the dataset (default: the root the first run's ``metrics.json`` records,
+            else its ``data.root``; :func:`find_truth`). Its masks are read through the
+            dataset's classes (Cityscapes ``labelIds``: shown in train-id colours).
         workers: processes writing the images (see :func:`bddseg.parallel.parallel_map`).
 
     Raises:
@@ -349,7 +471,11 @@ def build_view(
             label = run_label(f"{r.name}-{i + 1}", r.config)
             view_runs[i] = dataclasses.replace(r, name=f"{r.name}-{i + 1}", label=label)
     out = Path(out) if out is not None else default_out([Path(d) for d in run_dirs])
-    items = _items(view_runs, split, data_root)
+    first = view_runs[0]
+    truth = find_truth(
+        first.dir, first.config, first.classes, first.data, data_root, ": give --data"
+    )
+    items = _items(view_runs, split, truth)
     folders = ["truth", "thumb", *(f"pred/{r}" for r in range(len(view_runs)))]
     for folder in folders + ["photo"] * any(photo for _, photo, _, _ in items):
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -361,9 +487,14 @@ def build_view(
                 f"{view_runs[0].name} ({', '.join(classes.names)}): view them apart",
                 r.dir,
             )
-    parts = parallel_map(_build_chunk, items, workers, str(out), classes)
+    parts = parallel_map(_build_chunk, items, workers, str(out), classes, truth.classes)
     done = [row for part in parts for row in part]
-    images = [_image_entry(*row) for row in done]
+    images = [_image_entry(*row, mean_over=classes.mean_over) for row in done]
+    group_of = dict(zip(first.stems, first.groups, strict=True))
+    groups = sorted({g for g in group_of.values() if g})
+    for im in images:  # the city or condition (per_image.csv's group column), as an index
+        g = group_of.get(im["s"])
+        im["g"] = groups.index(g) if g in groups else None
     cms = np.stack([row[1] for row in done])  # (N, R, K+1, K+1)
     data = {
         "version": __version__,
@@ -375,6 +506,7 @@ def build_view(
         "confusion": [r.confusion for r in view_runs],
         "cells": [_top_cells(cms[:, i]) for i in range(len(view_runs))],
         "photos": any(im["p"] for im in images),
+        "groups": groups,
         "images": images,
     }
     text = json.dumps(data, separators=(",", ":"), allow_nan=False)

@@ -137,6 +137,10 @@
     if (cls !== "") {
       idx = idx.filter(function (i) { return D.images[i].c.indexOf(+cls) >= 0; });
     }
+    var group = $("filter-group").value;
+    if (group !== "") {
+      idx = idx.filter(function (i) { return D.images[i].g === +group; });
+    }
     return { idx: idx, pixels: pixels };
   }
 
@@ -371,9 +375,12 @@
   for (var c = 0; c < OFF; c++) classes.push([c, D.classes[c]]);
   options($("sort-class"), classes);
   options($("filter-class"), classes);
+  var groups = D.groups || [];  // cities, conditions: per_image.csv's group column
+  options($("filter-group"), groups.map(function (g, i) { return [i, g]; }));
+  $("filter-group-label").hidden = groups.length < 2;
   options($("confusion-run"), D.runs.map(function (run, r) { return [r, runName(r) + ": " + run.name]; }));
   $("confusion-run").hidden = R < 2;
-  ["sort", "sort-class", "filter-class"].forEach(function (id) {
+  ["sort", "sort-class", "filter-class", "filter-group"].forEach(function (id) {
     $(id).addEventListener("change", function () { render(false); });
   });
   $("confusion-run").addEventListener("change", drawConfusion);
