@@ -1,4 +1,4 @@
-"""Tests for bddseg.model.init_from: a run started from a segmentation checkpoint, the head's
+"""Tests for bddseg.finetune.init_from: a run started from a segmentation checkpoint, the head's
 rows matched by class name (issue 23)."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from torch import nn
 from bddseg.checkpoints import make_checkpoint, save_checkpoint
 from bddseg.config import Config, DataConfig, ModelConfig
 from bddseg.errors import BddsegError
+from bddseg.finetune import init_from
 from bddseg.labels import CLASS_NAMES, CLASS_NAMES_20
-from bddseg.model import build_model, init_from
+from bddseg.model import build_model
 
 HEAD = ("segmentation_head.0.weight", "segmentation_head.0.bias")
 AUX = ("aux_head.4.weight", "aux_head.4.bias")

@@ -49,16 +49,11 @@ from bddseg.config import INFERENCE_PRECISION, Config, RunConfig, save_yaml, to_
 from bddseg.data import build_dataset, normalize_image
 from bddseg.errors import BddsegError, first_line, warn
 from bddseg.evaluate import eval_dataset, score_split
+from bddseg.finetune import init_from
 from bddseg.labels import IGNORE_VALUE
 from bddseg.losses import build_loss
 from bddseg.metrics import official_arrays, official_metrics
-from bddseg.model import (
-    NEEDS_TWO_PER_BATCH,
-    build_model,
-    check_input_size,
-    init_from,
-    load_weights,
-)
+from bddseg.model import NEEDS_TWO_PER_BATCH, build_model, check_input_size, load_weights
 from bddseg.optim import build_optimizer
 from bddseg.precision import precision_note, resolve_precision
 from bddseg.predictor import Predictor
@@ -217,7 +212,7 @@ def train(cfg: Config, *, trace_samples: bool = False) -> TrainResult:
         run.progress.print(describe(run))
         if ckpt is not None:
             run.progress.print(f"resuming from step {state.step} of {total}")
-        run.val_images = ValImages(val_data.pairs)
+        run.val_images = ValImages(val_data)
     try:
         with run.stop.installed():
             while state.step < total and not state.stopped:
