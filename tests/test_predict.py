@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -387,3 +388,25 @@ def test_video_resume_keeps_frames_and_its_overlay_video(ckpt, tmp_path):
     assert video.stat().st_mtime_ns == mtime
     video.unlink()
     assert run() == (4, 0) and video.is_file()
+
+
+def test_progress_bar_shows_images_per_second(ckpt, tmp_path, capsys):
+    for stem in ("a", "b", "c"):
+        _save(tmp_path / "in" / f"{stem}.png", _image(40, 60))
+    predict_inputs([str(tmp_path / "in")], tmp_path / "out", checkpoint=ckpt, workers=0)
+    err = capsys.readouterr().err  # not a terminal: rich prints the last state once
+    line = next(x for x in err.splitlines() if x.startswith("predict"))
+    assert "3/3" in line and re.search(r"\d+(\.\d+)? img/s$", line.strip()), line
+
+
+def test_rate_is_the_whole_run_once_stopped():
+    from bddseg.progress import progress_bar, rate_text
+
+    bar = progress_bar("predict", enabled=False, rate="img")
+    task = bar.add_task("predict", total=None)
+    assert rate_text(bar.tasks[task], "img") == "- img/s"
+    bar.advance(task, 10)
+    time.sleep(0.1)  # under 100 img/s: three significant digits
+    bar.stop_task(task)
+    t = bar.tasks[task]
+    assert rate_text(t, "img") == f"{10 / t.elapsed:.3g} img/s"

@@ -571,7 +571,7 @@ def predict_inputs(
         prefetch_factor=2 * batch_size if workers else None,
     )
     written = 0
-    bar = progress_bar("predict", enabled=progress)
+    bar = progress_bar("predict", enabled=progress, rate="img")
     with (
         bar,
         OverlayVideos(
@@ -617,6 +617,7 @@ def predict_inputs(
                 futures.popleft().result()
         for f in futures:
             f.result()
+        bar.stop_task(task)  # its last line gives the whole run's images/s
     return {
         "inputs": share + len(empty),
         "written": written,
