@@ -55,6 +55,7 @@ def overlay(
     alpha: float = 0.5,
     unknown: str = "transparent",
     palette: Palette | None = None,
+    color: np.ndarray | None = None,
 ) -> np.ndarray:
     """Blend the palette colors of ``mask`` over ``image`` (rounded to the nearest level).
 
@@ -65,6 +66,7 @@ def overlay(
             (``unknown="black"``).
         alpha: weight of the class color.
         palette: the K classes' RGB colours (default BDD100K's 19).
+        color: ``colorize(mask, palette)`` when the caller has it already.
 
     Returns:
         uint8 (H, W, 3).
@@ -78,9 +80,13 @@ def overlay(
     labelled = mask < k
     if unknown == "black":
         labelled |= (mask == k) | (mask == IGNORE_VALUE)
-    color = colorize(mask, palette).astype(np.float32)
+    color = colorize(mask, palette) if color is None else color
+    if alpha == 0.5:  # predict's overlays: the same bytes in integers, 6x faster on 720p
+        # round(0.5 * a + 0.5 * b) for integers a, b is (a + b + 1) >> 1 exactly
+        blend = (image.astype(np.uint16) + color + 1) >> 1
+        return np.where(labelled[..., None], blend, image).astype(np.uint8)
     out = image.astype(np.float32)
-    out[labelled] = (1 - alpha) * out[labelled] + alpha * color[labelled]
+    out[labelled] = (1 - alpha) * out[labelled] + alpha * color[labelled].astype(np.float32)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 

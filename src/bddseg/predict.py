@@ -320,12 +320,16 @@ def draw_legend(rgb: np.ndarray, present: Sequence[int], classes: Classes = BDD1
 
 
 def overlay_image(
-    image: np.ndarray, mask: np.ndarray, legend: bool = False, classes: Classes = BDD100K
+    image: np.ndarray,
+    mask: np.ndarray,
+    legend: bool = False,
+    classes: Classes = BDD100K,
+    color: np.ndarray | None = None,
 ) -> np.ndarray:
     """The overlay that ``overlay/NAME.jpg`` and the overlay videos hold: :func:`bddseg.colors.overlay`
     in the colours of ``classes``, with the legend of the classes present
     (:func:`draw_legend`) if asked."""
-    out = overlay(image, mask, palette=classes.palette)
+    out = overlay(image, mask, palette=classes.palette, color=color)
     return draw_legend(out, legend_classes(mask, classes), classes) if legend else out
 
 
@@ -361,12 +365,12 @@ def write_outputs(
 
     if "mask" in formats:
         write_mask(path("mask"), mask)
+    color = colorize(mask, classes.palette) if {"color", "overlay"} & set(formats) else None
     if "color" in formats:
-        color = colorize(mask, classes.palette)
         present = legend_classes(mask, classes)
         save(draw_legend(color, present, classes) if legend else color, "color")
     if "overlay" in formats:
-        save(overlay_image(image, mask, legend, classes), "overlay", quality=90)
+        save(overlay_image(image, mask, legend, classes, color), "overlay", quality=90)
 
 
 class OverlayVideos:
