@@ -1,17 +1,19 @@
-"""Score a model over a split, or compare two folders of PNG masks.
+"""Score a model over a split, or predictions against a dataset or a folder of PNG masks.
 
-Every entry point accumulates one ``(K + 1, K + 1)`` confusion matrix (K = 19 for BDD100K) and the per-image class
-presence (see :mod:`bddseg.metrics`; memory does not grow with the pixel count) and write,
-atomically, into ``out_dir``:
+Every entry point accumulates one ``(K + 1, K + 1)`` confusion matrix (K classes: 19 for
+BDD100K) and the per-image class presence (see :mod:`bddseg.metrics`; memory does not grow
+with the pixel count) and writes, atomically, into ``out_dir``:
 
-- ``metrics.json``: :func:`bddseg.metrics.to_contract` (plus ``missing_predictions``, a list
-  of stems, for folders);
-- ``per_class.csv``: class, iou, precision, recall, f1, pixel_share (the 20-class view),
+- ``metrics.json``: :func:`bddseg.metrics.to_contract`, ``classes`` (names, colours, the mIoU
+  rule), ``data`` (root, kind, split; not for two folders), ``groups`` (mIoU per city or
+  condition, where images have one), ``missing_predictions`` (stems, for predictions);
+- ``per_class.csv``: class, iou, precision, recall, f1, pixel_share (the K + 1-class view),
   official_iou, official_precision, image_precision, image_recall, image_f1, image_support;
-- ``confusion.json``: ``{"classes": 20 names, "matrix": pixel counts [truth][prediction],
+- ``confusion.json``: ``{"classes": K + 1 names, "matrix": pixel counts [truth][prediction],
   "image_matrix": metrics.image_level_matrix}``;
-- ``per_image.csv``: stem, miou (official definition on that image alone: the mean IoU over
-  the classes in its truth), pixel_accuracy (over its labelled pixels); empty where undefined;
+- ``per_image.csv``: stem, miou (official definition on that image alone, by the class set's
+  rule), pixel_accuracy (over its labelled pixels), and group where images have one; empty
+  where undefined;
 - the evaluation plots, by :func:`bddseg.plots.write_eval_plots`.
 
 The folder mode never imports torch (1.4 s of start-up, more than scoring 1,000 pairs).
@@ -391,7 +393,8 @@ def score_split(
 
     ``dataset`` is a :class:`bddseg.data.SegDataset` built by :func:`eval_dataset`: uint8
     images at the model's scale and the truth ``uint8 (H, W)`` (train ids 0..K-1 of the
-    dataset's classes and 255, never remapped to K) at its own size. Images of one size go through the model together (at most ``batch_size``); the
+    dataset's classes and 255, never remapped to K) at its own size. Images of one size go
+    through the model together (at most ``batch_size``); the
     scores are resized to the truth's size (bilinear), turned into classes by
     :func:`bddseg.predictor.to_class_map` and counted against the raw truth
     (:func:`bddseg.metrics.confusion_matrix`: the official rule).
