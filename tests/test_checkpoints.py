@@ -14,11 +14,14 @@ import torch
 from bddseg.checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    checkpoint_classes,
+    checkpoint_output_names,
     load_checkpoint,
     make_checkpoint,
     safe_torch_load,
     save_checkpoint,
 )
+from bddseg.classes import BDD100K, Classes, default_palette
 from bddseg.config import Config, DataConfig, from_dict, to_dict
 from bddseg.errors import BddsegError
 
@@ -33,6 +36,7 @@ def test_make_checkpoint_holds_everything_to_rebuild_the_model():
         "model": state,
         "config": to_dict(cfg),
         "num_classes": 19,
+        "classes": BDD100K.to_dict(),
         "step": 7,
         "epoch": 2,
         "best_metric": 0.5,
@@ -41,6 +45,22 @@ def test_make_checkpoint_holds_everything_to_rebuild_the_model():
     assert from_dict(ckpt["config"]) == cfg
     module = torch.nn.Linear(2, 3)
     assert make_checkpoint(module, Config())["model"].keys() == module.state_dict().keys()
+
+
+def test_checkpoints_carry_their_classes():
+    """A run's classes travel in its checkpoint; one written before they did reads as
+    BDD100K's 19 (20 outputs with unknown); a record that does not fit the outputs is refused."""
+    mine = Classes(("background", "road", "car", "person"), default_palette(4), "mine")
+    ckpt = make_checkpoint({"w": torch.ones(1)}, Config(), classes=mine)  # unknown: class
+    assert ckpt["num_classes"] == 5 and checkpoint_classes(ckpt) == mine
+    assert checkpoint_output_names(ckpt) == (*mine.names, "unknown")
+    old = {
+        k: v for k, v in make_checkpoint({"w": torch.ones(1)}, Config()).items() if k != "classes"
+    }
+    assert checkpoint_classes(old) == BDD100K and old["num_classes"] == 20
+    assert checkpoint_output_names(old)[-1] == "unknown"
+    with pytest.raises(BddsegError, match="7 outputs for 4 classes"):
+        checkpoint_classes({**ckpt, "num_classes": 7}, "x.pt")
 
 
 def test_save_then_load_round_trips_atomically(tmp_path):
