@@ -177,14 +177,6 @@ def _as_chw(image: ImageLike) -> torch.Tensor:
     raise BddsegError(f"cannot use {type(image).__name__} as an image (array, tensor or path)")
 
 
-def model_classes(checkpoint: Path | dict[str, Any]) -> Classes:
-    """The classes of a checkpoint (a file or its dict), see
-    :func:`bddseg.checkpoints.checkpoint_classes`."""
-    if isinstance(checkpoint, dict):
-        return checkpoint_classes(checkpoint)
-    return checkpoint_classes(load_checkpoint(checkpoint), checkpoint)
-
-
 class Predictor:
     """Images in, official train-id masks out, at the input's full resolution.
 
@@ -257,10 +249,11 @@ class Predictor:
         ``data.base_size`` unless given). ``path`` may also be a checkpoint dict (training's
         validation scores the one ``best.pt`` would hold)."""
         device = torch.device(device)
-        model, cfg = model_from_checkpoint(path, device)
+        source = None if isinstance(path, dict) else Path(path)
+        ckpt = path if source is None else load_checkpoint(source)  # read once, used twice
+        model, cfg = model_from_checkpoint(ckpt, device, source=source)
         options.setdefault("input_size", cfg.data.base_size)
-        ckpt = path if isinstance(path, dict) else None
-        options.setdefault("classes", model_classes(ckpt if ckpt is not None else Path(path)))
+        options.setdefault("classes", checkpoint_classes(ckpt, source))
         forward = model_forward(model, precision, device)
         predictor = cls(forward, model_num_classes(model), device=device, **options)
         predictor.config = cfg
