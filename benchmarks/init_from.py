@@ -47,9 +47,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_sample import cpu_name, data_root, read_log, recipe_config, scored  # noqa: E402
+from real_sample import (  # noqa: E402
+    cpu_name,
+    data_root,
+    per_class_table,
+    read_log,
+    recipe_config,
+    scored,
+)
 
-from bddseg.labels import CLASS_NAMES  # noqa: E402
 from bddseg.train import train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,12 +185,7 @@ def tables(results: list[dict], meta: dict) -> str:
             f"| {r['name']} | {st} | {r['miou']:.4f} | {r['pixel_accuracy']:.4f} | {r['steps']} "
             f"| {r['images_seen']} | {r['train_s']:.0f} |"
         )
-    lines += ["", "| class | " + " | ".join(r["name"] for r in results) + " |"]
-    lines.append("|---" * (len(results) + 1) + "|")
-    for c in CLASS_NAMES:
-        cells = [r["per_class_iou"].get(c) for r in results]
-        shown = ["-" if v is None or v != v else f"{v:.3f}" for v in cells]
-        lines.append(f"| {c} | " + " | ".join(shown) + " |")
+    lines += ["", *per_class_table(results)]
     return "\n".join(lines) + "\n"
 
 

@@ -229,6 +229,17 @@ def write_outputs(out: Path, results: list[dict], meta: dict) -> None:
     plot(results, out / "real_sample.png", meta)
 
 
+def per_class_table(results: list[dict]) -> list[str]:
+    """The Markdown rows of each contestant's val IoU per class ("-" where undefined)."""
+    lines = ["| class | " + " | ".join(r["name"] for r in results) + " |"]
+    lines.append("|---" * (len(results) + 1) + "|")
+    for c in CLASS_NAMES:
+        cells = [r["per_class_iou"].get(c) for r in results]
+        shown = ["-" if v is None or v != v else f"{v:.3f}" for v in cells]
+        lines.append(f"| {c} | " + " | ".join(shown) + " |")
+    return lines
+
+
 def tables(results: list[dict], meta: dict) -> str:
     lines = [
         f"budget {meta['budget']} s of training per contestant, input {meta['size'][0]}x"
@@ -242,12 +253,7 @@ def tables(results: list[dict], meta: dict) -> str:
             f"| {r['name']} | {r['miou']:.4f} | {r['pixel_accuracy']:.4f} | {r['epochs']:.1f} "
             f"| {r['images_seen']} | {r['wall_s']:.0f} |"
         )
-    lines += ["", "| class | " + " | ".join(r["name"] for r in results) + " |"]
-    lines.append("|---" * (len(results) + 1) + "|")
-    for c in CLASS_NAMES:
-        cells = [r["per_class_iou"].get(c) for r in results]
-        shown = ["-" if v is None else f"{v:.3f}" for v in cells]
-        lines.append(f"| {c} | " + " | ".join(shown) + " |")
+    lines += ["", *per_class_table(results)]
     return "\n".join(lines) + "\n"
 
 
